@@ -1,11 +1,164 @@
-"""`citywok`: thin commands over the core and the pipeline."""
+"""`citywok`: thin commands over the core and the pipeline.
+
+Exit codes: 0 success; 1 a check failed (``verify``); 2 bad input (a file that is not
+audio, a missing snapshot, bad arguments), after doing everything that could be done.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
+from .fingerprint.params import DEFAULT_PARAMS
 
-@click.group()
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    click.echo(f"citywok: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _open_snapshot(snapshot_dir: str):  # type: ignore[no-untyped-def]
+    from .snapshot import Snapshot, SnapshotError
+
+    try:
+        return Snapshot.open(snapshot_dir)
+    except SnapshotError as exc:
+        _fail(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="citywok-pipeline")
 def main() -> None:
-    """CityWok: index TV episodes and find which one a clip comes from."""
+    """CityWok: index TV episodes and find which one a clip comes from, and when."""
+
+
+@main.command()
+@click.argument("media_root", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--snapshot", "snapshot_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Snapshot directory to create or refresh (one LMDB shard per season).")
+@click.option("--fingerprints-only", is_flag=True,
+              help="Skip the transcript side (transcripts, embeddings, segments).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes for decoding and fingerprinting [default: all cores].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def index(media_root: Path, snapshot_dir: Path, fingerprints_only: bool, jobs: int | None, quiet: bool) -> None:
+    """Index MEDIA_ROOT/<show>/<season folder>/<files> into a snapshot.
+
+    Season numbers come from folder names like 'Season 1', 'Season 01' or 'S01'; episode
+    numbers from 'S01E03'-style file names, else from file order. Any container ffmpeg
+    reads works. Re-running on the same snapshot only processes what changed. Files that
+    cannot be decoded are reported (exit code 2) and the rest is indexed.
+    """
+    from tqdm import tqdm
+
+    from .indexer import index_library
+
+    if not media_root.is_dir():
+        _fail(f"{media_root}: media root is not a directory")
+
+    def bar(it, total):  # type: ignore[no-untyped-def]
+        return tqdm(it, total=total, unit="file", desc="fingerprinting", file=sys.stderr,
+                    disable=quiet, dynamic_ncols=True)
+
+    report = index_library(media_root, snapshot_dir, params=DEFAULT_PARAMS, jobs=jobs, progress=bar)
+    for source, reason in report.skipped:
+        click.echo(f"citywok: skipped {source}: {reason}", err=True)
+    for source, reason in report.failures:
+        click.echo(f"citywok: error: {reason}" if source in reason else f"citywok: error: {source}: {reason}", err=True)
+    speed = report.audio_s / report.elapsed_s if report.elapsed_s and report.decoded else 0
+    click.echo(
+        f"indexed {media_root} into {snapshot_dir}: {len(report.seasons_built)} season(s) built, "
+        f"{len(report.seasons_unchanged)} unchanged, {len(report.seasons_removed)} removed; "
+        f"{report.decoded} file(s) fingerprinted, {report.reused} reused, {len(report.failures)} failed"
+        + (f"; {speed:.0f}x realtime" if speed else ""),
+        err=True,
+    )
+    if report.failures:
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command()
+@click.argument("snapshot_dir", type=click.Path(path_type=Path))
+@click.argument("clips", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per clip per line on stdout.")
+def match(snapshot_dir: Path, clips: tuple[str, ...], as_json: bool) -> None:
+    """Say which episode each CLIP comes from, and at what second.
+
+    A clip is a file or URL in any format ffmpeg reads ('-' reads standard input). With
+    --json: {"query", "ambiguous", "matches": [{"episode_id", "source", "season",
+    "offset_s", "score", "confidence"}, ...]}, best first, empty when the clip is not in
+    the library; ambiguous is true when the audio is shared by several episodes.
+    """
+    from .fingerprint.audio import DecodeError, decode
+    from .fingerprint.matcher import match_samples
+
+    snap = _open_snapshot(str(snapshot_dir))
+    failed = False
+    with snap:
+        for clip in clips:
+            try:
+                source: Any = sys.stdin.buffer.read() if clip == "-" else clip
+                samples = decode(source, sample_rate=snap.params.sample_rate, label="<stdin>" if clip == "-" else None)
+            except DecodeError as exc:
+                click.echo(f"citywok: error: {exc}", err=True)
+                failed = True
+                continue
+            result = match_samples(samples, snap)
+            if as_json:
+                click.echo(json.dumps(result.to_dict(clip)))
+            elif not result.matches:
+                click.echo(f"{clip}: no match")
+            else:
+                label = "shared by" if result.ambiguous else "matches"
+                click.echo(f"{clip}: {label}")
+                for m in result.matches:
+                    click.echo(
+                        f"  {m.episode_id}  at {m.offset_s:8.2f} s  score {m.score:4d}  "
+                        f"confidence {m.confidence:.2f}  ({m.source})"
+                    )
+    if failed:
+        sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command()
+@click.argument("snapshot_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the details as JSON.")
+def info(snapshot_dir: Path, as_json: bool) -> None:
+    """Show a snapshot's shards, counts, sizes and fingerprint params."""
+    snap = _open_snapshot(str(snapshot_dir))
+    with snap:
+        data = snap.info()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"snapshot {data['path']}: {len(data['shards'])} shard(s), {data['episodes']} episode(s), "
+               f"{data['hours']} h of audio, {data['postings']} postings, {data['bytes']} bytes"
+               + (f" ({data['bytes_per_hour'] / 1e6:.2f} MB/hour)" if data["bytes_per_hour"] else ""))
+    for s in data["shards"]:
+        click.echo(f"  {s['season']:<24} {s['episodes']:4d} episode(s) {s['hours']:8.3f} h "
+                   f"{s['postings']:10d} postings {s['bytes']:12d} bytes  built {s['built_at']}")
+    click.echo("params: " + json.dumps(data["params"], sort_keys=True))
+
+
+@main.command()
+@click.argument("snapshot_dir", type=click.Path(path_type=Path))
+def verify(snapshot_dir: Path) -> None:
+    """Check every shard's consistency and checksums; exit 1 if anything is wrong."""
+    from .snapshot import verify_snapshot
+
+    problems = verify_snapshot(snapshot_dir)
+    for p in problems:
+        click.echo(f"citywok: {p}", err=True)
+    if problems:
+        sys.exit(EXIT_CHECK_FAILED)
+    click.echo(f"{snapshot_dir}: ok")
 
 
 if __name__ == "__main__":

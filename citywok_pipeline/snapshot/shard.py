@@ -1,0 +1,270 @@
+"""One season's LMDB shard: write atomically, open read-only as a memory map, verify.
+
+Layout (one LMDB file, ``subdir=False``, no lock file; shards are immutable once renamed
+into place):
+
+- ``meta``: JSON: format and version, fingerprint params, counts, build time, season,
+  xxhash64 checksums of the other values, and anything the caller adds (``extra``).
+- ``episodes``: zstd-compressed JSON list of :class:`Episode`; list index = episode index.
+- ``keys``, ``packed``: the posting arrays (:class:`PostingArrays`), raw little-endian
+  uint32, read in place from the map with zero copies.
+
+The posting arrays are not zstd-compressed: lookups touch random places in them, and a
+compressed block would have to be inflated on every query; measured in
+benchmarks/RESULTS.md (layout comparison).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+import xxhash
+import zstandard
+
+from ..fingerprint.hashes import Hashes
+from ..fingerprint.index import PostingArrays, build_postings
+from ..fingerprint.params import FingerprintParams
+from ..fingerprint.records import Episode
+
+FORMAT = "citywok-shard"
+FORMAT_VERSION = 1
+SHARD_SUFFIX = ".lmdb"
+
+
+class SnapshotError(Exception):
+    """A snapshot or shard cannot be used; the message names the file and the reason."""
+
+
+class ParamsMismatchError(SnapshotError):
+    """A shard was built with other fingerprint params than the ones asked for."""
+
+
+def _checksum(data: bytes | memoryview) -> str:
+    return xxhash.xxh64(data).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    path: Path
+    season: str
+    n_episodes: int
+    n_postings: int
+    size_bytes: int
+
+
+def write_shard(
+    path: str | os.PathLike[str],
+    *,
+    season: str,
+    episodes: Sequence[Episode],
+    hashes: Sequence[Hashes],
+    params: FingerprintParams,
+    extra: dict[str, Any] | None = None,
+) -> ShardInfo:
+    """Build a shard beside ``path`` and rename it into place.
+
+    A crash at any point leaves whatever was at ``path`` before untouched; readers that have
+    the old file open keep reading the old file.
+    """
+    if len(episodes) != len(hashes):
+        raise ValueError("one Hashes per episode")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    postings = build_postings(hashes)
+    counts = postings.episode_counts(len(episodes))
+    episodes = [
+        Episode.from_dict({**e.to_dict(), "n_hashes": int(c)})
+        for e, c in zip(episodes, counts, strict=True)
+    ]
+    keys_b = postings.keys.astype("<u4").tobytes()
+    packed_b = postings.packed.astype("<u4").tobytes()
+    episodes_b = zstandard.ZstdCompressor(level=10).compress(
+        json.dumps([e.to_dict() for e in episodes]).encode()
+    )
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "params": params.to_dict(),
+        "season": season,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "n_episodes": len(episodes),
+        "n_postings": len(postings),
+        "n_unique_keys": int(np.unique(postings.keys).size) if len(postings) else 0,
+        "off_bits": postings.off_bits,
+        "duration_s": float(sum(e.duration_s for e in episodes)),
+        "checksums": {
+            "keys": _checksum(keys_b),
+            "packed": _checksum(packed_b),
+            "episodes": _checksum(episodes_b),
+        },
+        "extra": extra or {},
+    }
+    meta_b = json.dumps(meta, sort_keys=True).encode()
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    map_size = 2 * (len(keys_b) + len(packed_b) + len(episodes_b) + len(meta_b)) + (1 << 20)
+    try:
+        env = lmdb.open(
+            str(tmp), subdir=False, map_size=map_size, lock=False, readahead=False, meminit=False
+        )
+        try:
+            with env.begin(write=True) as txn:
+                txn.put(b"keys", keys_b)
+                txn.put(b"packed", packed_b)
+                txn.put(b"episodes", episodes_b)
+                txn.put(b"meta", meta_b)
+            env.sync(True)
+        finally:
+            env.close()
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ShardInfo(path, season, len(episodes), len(postings), path.stat().st_size)
+
+
+@dataclass
+class Shard:
+    """A shard opened read-only: posting arrays are views into the memory map."""
+
+    path: Path
+    meta: dict[str, Any]
+    episodes: list[Episode]
+    postings: PostingArrays
+    params: FingerprintParams
+    _env: Any = field(repr=False)
+    _txn: Any = field(repr=False)
+
+    @property
+    def season(self) -> str:
+        return str(self.meta["season"])
+
+    def close(self) -> None:
+        self._txn.abort()
+        self._env.close()
+
+
+def open_shard(
+    path: str | os.PathLike[str], *, params: FingerprintParams | None = None
+) -> Shard:
+    """Open a shard read-only (a memory map: instant, whatever its size).
+
+    Raises
+    ------
+    SnapshotError
+        The file is missing, not a shard, or of another format version.
+    ParamsMismatchError
+        ``params`` is given and the shard was built with different ones.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SnapshotError(f"{path}: no such shard file")
+    try:
+        env = lmdb.open(
+            str(path), subdir=False, readonly=True, lock=False, readahead=False, max_readers=1
+        )
+    except lmdb.Error as exc:
+        raise SnapshotError(f"{path}: not a readable LMDB shard ({exc})") from exc
+    # Reading a page past the end of a truncated file through the map is SIGBUS, not an
+    # exception: check that every page the database claims is in the file before any read.
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    actual = path.stat().st_size
+    if actual < needed:
+        env.close()
+        raise SnapshotError(
+            f"{path}: truncated shard ({actual} bytes, the database needs {needed}); "
+            "fetch or rebuild it"
+        )
+    txn = env.begin(buffers=True)
+    try:
+        meta_raw = txn.get(b"meta")
+        if meta_raw is None:
+            raise SnapshotError(f"{path}: not a CityWok shard (no metadata)")
+        meta = json.loads(bytes(meta_raw))
+        if meta.get("format") != FORMAT:
+            raise SnapshotError(f"{path}: not a CityWok shard")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise SnapshotError(
+                f"{path}: shard format version {meta.get('format_version')} is not supported "
+                f"(this build reads version {FORMAT_VERSION}); rebuild it with `citywok index`"
+            )
+        shard_params = FingerprintParams.from_dict(meta["params"])
+        if params is not None and shard_params != params:
+            raise ParamsMismatchError(
+                f"{path}: built with fingerprint params {shard_params.to_json()}, "
+                f"but {params.to_json()} were asked for; rebuild the snapshot with these params"
+            )
+        episodes_raw = bytes(txn.get(b"episodes"))
+        episodes = [
+            Episode.from_dict(d)
+            for d in json.loads(zstandard.ZstdDecompressor().decompress(episodes_raw))
+        ]
+        keys = np.frombuffer(txn.get(b"keys"), dtype="<u4")
+        packed = np.frombuffer(txn.get(b"packed"), dtype="<u4")
+    except (lmdb.Error, ValueError, KeyError, TypeError, zstandard.ZstdError) as exc:
+        txn.abort()
+        env.close()
+        raise SnapshotError(f"{path}: corrupt shard ({exc})") from exc
+    except BaseException:
+        txn.abort()
+        env.close()
+        raise
+    postings = PostingArrays(keys, packed, int(meta["off_bits"]))
+    return Shard(path, meta, episodes, postings, shard_params, env, txn)
+
+
+def verify_shard(path: str | os.PathLike[str]) -> list[str]:
+    """Check a shard's consistency and checksums; return the problems found (none: valid)."""
+    path = Path(path)
+    try:
+        shard = open_shard(path)
+    except SnapshotError as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    try:
+        meta, txn = shard.meta, shard._txn
+        for name, key in (("keys", b"keys"), ("packed", b"packed"), ("episodes", b"episodes")):
+            value = txn.get(key)
+            if value is None or _checksum(value) != meta["checksums"][name]:
+                problems.append(f"{path}: checksum mismatch in {name!r}: the file is corrupt")
+        p = shard.postings
+        if p.keys.size != p.packed.size or p.keys.size != meta["n_postings"]:
+            problems.append(f"{path}: posting arrays disagree on their length")
+        elif p.keys.size:
+            if np.any(p.keys[1:] < p.keys[:-1]):
+                problems.append(f"{path}: keys are not sorted")
+            ep = p.packed >> p.off_bits
+            if int(ep.max()) >= len(shard.episodes):
+                problems.append(f"{path}: a posting names an episode that is not in the table")
+            else:
+                counts = np.bincount(ep, minlength=len(shard.episodes))
+                for e, c in zip(shard.episodes, counts, strict=True):
+                    if e.n_hashes != int(c):
+                        problems.append(
+                            f"{path}: episode {e.episode_id} has {int(c)} postings, "
+                            f"its record says {e.n_hashes}"
+                        )
+        if len(shard.episodes) != meta["n_episodes"]:
+            problems.append(f"{path}: episode table has {len(shard.episodes)} rows, meta says {meta['n_episodes']}")
+    except lmdb.Error as exc:
+        problems.append(f"{path}: corrupt shard ({exc})")
+    finally:
+        shard.close()
+    return problems

@@ -1,0 +1,77 @@
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from citywok_pipeline.fingerprint import DEFAULT_PARAMS, Hashes, build_postings, hash_peaks, pack, unpack
+from citywok_pipeline.fingerprint.peaks import PEAK_DTYPE
+
+u8 = st.integers(0, 255)
+
+
+@given(st.lists(st.tuples(u8, u8, st.integers(1, 63)), min_size=1, max_size=200))
+def test_pack_then_unpack_gives_back_the_fields(triples):
+    f1, f2, dt = (np.array(x) for x in zip(*triples, strict=True))
+    keys = pack(f1, f2, dt)
+    assert keys.dtype == np.uint32
+    assert np.all(keys < (1 << 22))
+    g1, g2, gdt = unpack(keys)
+    np.testing.assert_array_equal(g1, f1)
+    np.testing.assert_array_equal(g2, f2)
+    np.testing.assert_array_equal(gdt, dt)
+
+
+episode_hashes = st.lists(
+    st.tuples(
+        arrays(np.uint32, st.integers(0, 60), elements=st.integers(0, (1 << 22) - 1)),
+        st.integers(0, 10_000),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(episode_hashes)
+def test_postings_round_trip_every_episode_hash(data):
+    per_episode = []
+    for keys, seed in data:
+        frames = np.random.default_rng(seed).integers(0, 100_000, keys.size)
+        per_episode.append(Hashes(keys, frames.astype(np.float32)))
+    postings = build_postings(per_episode)
+    assert np.all(np.diff(postings.keys.astype(np.int64)) >= 0)
+    for ep, h in enumerate(per_episode):
+        want = sorted(set(zip(h.keys.tolist(), np.rint(h.times).astype(int).tolist(), strict=True)))
+        back = postings.episode_hashes(ep)
+        got = sorted(zip(back.keys.tolist(), np.rint(back.times).astype(int).tolist(), strict=True))
+        assert got == want
+    # A lookup finds every (episode, frame) of each key and nothing else.
+    query = np.unique(np.concatenate([h.keys for h in per_episode]))
+    qi, ep, frame = postings.lookup(query)
+    found = sorted(zip(query[qi].tolist(), ep.tolist(), frame.tolist(), strict=True))
+    expected = sorted(
+        {(int(k), e, int(round(float(t))))
+         for e, h in enumerate(per_episode) for k, t in zip(h.keys, h.times, strict=True)}
+    )
+    assert found == expected
+
+
+def test_lookup_of_absent_keys_finds_nothing():
+    postings = build_postings([Hashes(np.array([5, 9], np.uint32), np.array([1, 2], np.float32))])
+    qi, ep, frame = postings.lookup(np.array([0, 6, 10], np.uint32))
+    assert qi.size == ep.size == frame.size == 0
+
+
+def test_speed_rescaling_recovers_the_original_hashes():
+    rng = np.random.default_rng(0)
+    peaks = np.zeros(50, PEAK_DTYPE)
+    peaks["t"] = np.sort(rng.uniform(0, 300, 50))
+    peaks["f"] = rng.uniform(10, 200, 50)
+    original = hash_peaks(peaks, params=DEFAULT_PARAMS)
+    fast = peaks.copy()
+    fast["t"] /= 1.02  # played 2% faster: earlier and higher
+    fast["f"] *= 1.02
+    plain = hash_peaks(fast, params=DEFAULT_PARAMS)
+    undone = hash_peaks(fast, params=DEFAULT_PARAMS, speed=1.02)
+    shared = lambda h: len(set(h.keys.tolist()) & set(original.keys.tolist()))  # noqa: E731
+    assert shared(undone) >= 0.9 * len(original)
+    assert shared(plain) < 0.5 * len(original)
