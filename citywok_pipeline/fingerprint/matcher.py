@@ -8,16 +8,27 @@ How a clip is matched
 2. Every query hash is looked up; each hit votes for a cell ``(episode, reference frame -
    query frame)``. A cell's score sums the votes within ``±tolerance`` frames, so small
    timing errors (re-encoding, reverb) still line up.
+   A cell's evidence is the number of distinct query instants (anchor frames) among its
+   votes: the peaks of one chord all pair with the same targets and would otherwise turn a
+   single coincidence into many votes.
 3. Speed changes: hashes are formed again with times and frequencies rescaled by a few
    factors (``speeds``); the factor whose best cell wins is the clip's playback speed. The
    unit factor runs first and the others only when it is not conclusive.
 4. Significance: under chance the votes fall uniformly over all cells, so a cell's score is
-   Poisson with mean ``lambda = hits * (2 * tolerance + 1) / frames``. The expected number of
-   chance cells scoring at least as high, ``E``, gives ``confidence = 1 / (1 + E)``.
-5. Shared audio: a query hash that lines up in several candidate episodes (an intro, a
-   theme) is split between them (weight ``1/n``). When another episode's weighted score
-   comes close to the best one, the clip is shared audio and all such episodes are
-   returned with ``ambiguous=True``.
+   Poisson with mean ``lambda = hits * (2 * tolerance + 1) / frames``, except that chance
+   votes come in clumps (musical events repeat together): with clump size ``k`` the score
+   is ``k`` times a Poisson count of mean ``lambda / k``. ``E``, the expected number of
+   chance cells (over every episode, offset and speed tried) scoring at least as high,
+   gives ``confidence = 1 / (1 + E ** b)``. ``k = 1.71`` and ``b = 0.63`` were fitted by
+   logistic regression on right/wrong answers over the generated corpus (benchmarks/);
+   the calibration table in benchmarks/RESULTS.md checks it. Because ``E`` grows with the
+   number of cells, a larger library asks for more evidence, as it should.
+5. Shared audio: an instant of the clip that lines up in several candidate episodes (an
+   intro, a theme) is split between them (weight ``1/n``), and candidates are ranked by
+   that weighted evidence. Episodes that score close to the best one on the same instants
+   are its peers; unless the best one also has substantial evidence of its own (the clip
+   runs past the intro into one episode), the clip is shared audio and the best episode and
+   its peers are returned with ``ambiguous=True``.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy.stats import poisson
+from scipy.special import gammaln
 
 from .hashes import Hashes, hash_peaks
 from .params import FingerprintParams, ParameterError
@@ -54,9 +65,12 @@ class MatchParams:
     speeds: tuple[float, ...] = (1.0, 0.99, 1.01, 0.98, 1.02)
     tolerance: int = 2
     min_score: int = 5
-    min_confidence: float = 0.5
+    min_confidence: float = 0.9
     early_exit_confidence: float = 0.999
+    clump: float = 1.71
+    calibration_slope: float = 0.63
     ambiguity_ratio: float = 0.5
+    own_evidence: float = 0.3
     max_candidates: int = 16
 
     def __post_init__(self) -> None:
@@ -87,12 +101,16 @@ class _Candidate:
     weighted: float = 0.0
 
 
-def _confidence(score: int, n_hits: int, frames: float, tolerance: int, tries: int) -> float:
-    width = 2 * tolerance + 1
+def _confidence(
+    score: int, n_hits: int, frames: float, mp: MatchParams, tries: int
+) -> float:
+    """Calibrated probability that a cell scoring ``score`` is not chance (module docstring)."""
+    width = 2 * mp.tolerance + 1
     frames = max(frames, width)
-    lam = n_hits * width / frames
-    expected = (frames / width) * tries * float(poisson.sf(score - 1, lam))
-    return 1.0 / (1.0 + expected)
+    lam = max(n_hits * width / frames, 1e-12) / mp.clump
+    s = score / mp.clump
+    log_expected = np.log(frames / width * tries) + s * np.log(lam) - lam - gammaln(s + 1)
+    return float(1.0 / (1.0 + np.exp(np.clip(mp.calibration_slope * log_expected, -50, 50))))
 
 
 def _candidates(
@@ -126,42 +144,45 @@ def _candidates(
         d = int((cells[c] & 0xFFFFFFFF) - (1 << 31))
         sel = (ep == e) & (np.abs(delta - d) <= mp.tolerance)
         hits = np.unique(qi[sel])
+        # Evidence is counted in distinct anchor instants, not hashes: the simultaneous peaks
+        # of one chord pair with the same targets, and one coincidence would count many times.
+        events = np.unique(np.rint(hashes.times[hits])).size
         offsets = frame[sel] - hashes.times[qi[sel]]
-        out.append(
-            _Candidate(e, d, int(hits.size), hits, float(np.median(offsets)), speed)
-        )
+        out.append(_Candidate(e, d, int(events), hits, float(np.median(offsets)), speed))
+    out.sort(key=lambda c: -c.score)
     return out, int(qi.size)
 
 
-def _decide(cands: list[_Candidate], index: Searchable, mp: MatchParams) -> MatchResult:
+def _decide(
+    cands: list[_Candidate], times: np.ndarray, index: Searchable, mp: MatchParams
+) -> tuple[list[_Candidate], bool]:
     sig = [c for c in cands if c.score >= mp.min_score and c.confidence >= mp.min_confidence]
     if not sig:
-        return MatchResult(matches=(), ambiguous=False, query_hashes=0)
-    # Split each query hash between the episodes it lines up in.
+        return [], False
+    # Down-weight shared evidence: an instant of the clip that lines up in n episodes counts
+    # 1/n for each of them, so audio unique to one episode outweighs a shared intro.
+    events = [set(np.rint(times[c.hits]).astype(np.int64).tolist()) for c in sig]
     support: dict[int, int] = {}
-    for c in sig:
-        for q in c.hits.tolist():
-            support[q] = support.get(q, 0) + 1
-    for c in sig:
-        c.weighted = float(sum(1.0 / support[q] for q in c.hits.tolist()))
-    sig.sort(key=lambda c: (-c.weighted, -c.score))
-    best = sig[0]
-    peers = [c for c in sig[1:] if c.weighted >= mp.ambiguity_ratio * best.weighted]
-    chosen = [best, *peers]
-    fs = index.params.frame_seconds
-    matches = tuple(
-        Match(
-            episode_id=index.episodes[c.episode].episode_id,
-            source=index.episodes[c.episode].source,
-            season=index.episodes[c.episode].season,
-            offset_s=max(0.0, c.offset_frames * fs),
-            score=c.score,
-            confidence=c.confidence,
-            speed=c.speed,
-        )
-        for c in chosen
-    )
-    return MatchResult(matches=matches, ambiguous=bool(peers), query_hashes=0)
+    for ev in events:
+        for e in ev:
+            support[e] = support.get(e, 0) + 1
+    for c, ev in zip(sig, events, strict=True):
+        c.weighted = float(sum(1.0 / support[e] for e in ev))
+    order = sorted(range(len(sig)), key=lambda i: (-sig[i].weighted, -sig[i].score))
+    sig, events = [sig[i] for i in order], [events[i] for i in order]
+    best, best_events = sig[0], events[0]
+    peers = [
+        i for i in range(1, len(sig))
+        if sig[i].score >= mp.ambiguity_ratio * best.score
+        and len(events[i] & best_events) >= 0.5 * len(events[i])
+    ]
+    if not peers:
+        return [best], False
+    # Shared audio unless the best episode has substantial evidence of its own.
+    own = best_events.difference(*(events[i] for i in peers))
+    if len(own) >= max(mp.min_score, mp.own_evidence * len(best_events)):
+        return [best], False
+    return [best, *(sig[i] for i in peers)], True
 
 
 def match_samples(
@@ -181,21 +202,36 @@ def match_samples(
     frames = float(index.total_frames)
     tried: list[tuple[float, list[_Candidate], int]] = []
     n_query = 0
+    times_at: dict[float, np.ndarray] = {}
     for i, speed in enumerate(mp.speeds):
         hashes = hash_peaks(peaks, params=params, fanout=mp.fanout, speed=speed)
         n_query = max(n_query, len(hashes))
+        times_at[speed] = hashes.times
         cands, n_hits = _candidates(hashes, index, mp, speed)
         tried.append((speed, cands, n_hits))
-        tries = 1 if i == 0 else len(mp.speeds)
         for c in cands:
-            c.confidence = _confidence(c.score, n_hits, frames, mp.tolerance, tries)
-        if i == 0 and cands and cands[0].confidence >= mp.early_exit_confidence:
+            c.confidence = _confidence(c.score, n_hits, frames, mp, 1)
+        best = cands[0] if cands else None
+        if i == 0 and best and best.score >= mp.min_score and best.confidence >= mp.early_exit_confidence:
             break
     if len(tried) > 1:
         # Other speeds were searched too: every candidate pays for all the tries.
         for _, cands, n_hits in tried:
             for c in cands:
-                c.confidence = _confidence(c.score, n_hits, frames, mp.tolerance, len(tried))
-    _, cands, _ = max(tried, key=lambda x: x[1][0].score if x[1] else 0)
-    result = _decide(cands, index, mp)
-    return MatchResult(matches=result.matches, ambiguous=result.ambiguous, query_hashes=n_query)
+                c.confidence = _confidence(c.score, n_hits, frames, mp, len(tried))
+    speed, cands, _ = max(tried, key=lambda x: x[1][0].score if x[1] else 0)
+    chosen, ambiguous = _decide(cands, times_at[speed], index, mp)
+    fs = params.frame_seconds
+    matches = tuple(
+        Match(
+            episode_id=index.episodes[c.episode].episode_id,
+            source=index.episodes[c.episode].source,
+            season=index.episodes[c.episode].season,
+            offset_s=max(0.0, c.offset_frames * fs),
+            score=c.score,
+            confidence=c.confidence,
+            speed=c.speed,
+        )
+        for c in chosen
+    )
+    return MatchResult(matches=matches, ambiguous=ambiguous, query_hashes=n_query)
