@@ -41,14 +41,29 @@ def main() -> None:
 
 @main.command()
 @click.argument("media_root", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--snapshot", "snapshot_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Snapshot directory to create or refresh (one LMDB shard per season).")
-@click.option("--fingerprints-only", is_flag=True,
-              help="Skip the transcript side (transcripts, embeddings, segments).")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
-              help="Worker processes for decoding and fingerprinting [default: all cores].")
+@click.option(
+    "--snapshot",
+    "snapshot_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Snapshot directory to create or refresh (one LMDB shard per season).",
+)
+@click.option(
+    "--fingerprints-only",
+    is_flag=True,
+    help="Skip the transcript side (transcripts, embeddings, segments).",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes for decoding and fingerprinting [default: all cores].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def index(media_root: Path, snapshot_dir: Path, fingerprints_only: bool, jobs: int | None, quiet: bool) -> None:
+def index(
+    media_root: Path, snapshot_dir: Path, fingerprints_only: bool, jobs: int | None, quiet: bool
+) -> None:
     """Index MEDIA_ROOT/<show>/<season folder>/<files> into a snapshot.
 
     Season numbers come from folder names like 'Season 1', 'Season 01' or 'S01'; episode
@@ -64,14 +79,26 @@ def index(media_root: Path, snapshot_dir: Path, fingerprints_only: bool, jobs: i
         _fail(f"{media_root}: media root is not a directory")
 
     def bar(it, total):  # type: ignore[no-untyped-def]
-        return tqdm(it, total=total, unit="file", desc="fingerprinting", file=sys.stderr,
-                    disable=quiet, dynamic_ncols=True)
+        return tqdm(
+            it,
+            total=total,
+            unit="file",
+            desc="fingerprinting",
+            file=sys.stderr,
+            disable=quiet,
+            dynamic_ncols=True,
+        )
 
     report = index_library(media_root, snapshot_dir, params=DEFAULT_PARAMS, jobs=jobs, progress=bar)
     for source, reason in report.skipped:
         click.echo(f"citywok: skipped {source}: {reason}", err=True)
     for source, reason in report.failures:
-        click.echo(f"citywok: error: {reason}" if source in reason else f"citywok: error: {source}: {reason}", err=True)
+        click.echo(
+            f"citywok: error: {reason}"
+            if source in reason
+            else f"citywok: error: {source}: {reason}",
+            err=True,
+        )
     speed = report.audio_s / report.elapsed_s if report.elapsed_s and report.decoded else 0
     click.echo(
         f"indexed {media_root} into {snapshot_dir}: {len(report.seasons_built)} season(s) built, "
@@ -87,7 +114,9 @@ def index(media_root: Path, snapshot_dir: Path, fingerprints_only: bool, jobs: i
 @main.command()
 @click.argument("snapshot_dir", type=click.Path(path_type=Path))
 @click.argument("clips", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per clip per line on stdout.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON object per clip per line on stdout."
+)
 def match(snapshot_dir: Path, clips: tuple[str, ...], as_json: bool) -> None:
     """Say which episode each CLIP comes from, and at what second.
 
@@ -105,7 +134,11 @@ def match(snapshot_dir: Path, clips: tuple[str, ...], as_json: bool) -> None:
         for clip in clips:
             try:
                 source: Any = sys.stdin.buffer.read() if clip == "-" else clip
-                samples = decode(source, sample_rate=snap.params.sample_rate, label="<stdin>" if clip == "-" else None)
+                samples = decode(
+                    source,
+                    sample_rate=snap.params.sample_rate,
+                    label="<stdin>" if clip == "-" else None,
+                )
             except DecodeError as exc:
                 click.echo(f"citywok: error: {exc}", err=True)
                 failed = True
@@ -138,12 +171,16 @@ def info(snapshot_dir: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"snapshot {data['path']}: {len(data['shards'])} shard(s), {data['episodes']} episode(s), "
-               f"{data['hours']} h of audio, {data['postings']} postings, {data['bytes']} bytes"
-               + (f" ({data['bytes_per_hour'] / 1e6:.2f} MB/hour)" if data["bytes_per_hour"] else ""))
+    click.echo(
+        f"snapshot {data['path']}: {len(data['shards'])} shard(s), {data['episodes']} episode(s), "
+        f"{data['hours']} h of audio, {data['postings']} postings, {data['bytes']} bytes"
+        + (f" ({data['bytes_per_hour'] / 1e6:.2f} MB/hour)" if data["bytes_per_hour"] else "")
+    )
     for s in data["shards"]:
-        click.echo(f"  {s['season']:<24} {s['episodes']:4d} episode(s) {s['hours']:8.3f} h "
-                   f"{s['postings']:10d} postings {s['bytes']:12d} bytes  built {s['built_at']}")
+        click.echo(
+            f"  {s['season']:<24} {s['episodes']:4d} episode(s) {s['hours']:8.3f} h "
+            f"{s['postings']:10d} postings {s['bytes']:12d} bytes  built {s['built_at']}"
+        )
     click.echo("params: " + json.dumps(data["params"], sort_keys=True))
 
 

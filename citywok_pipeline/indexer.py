@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from .fingerprint.audio import DecodeError, decode
 from .fingerprint.hashes import Hashes
 from .fingerprint.matcher import fingerprint
@@ -131,7 +130,12 @@ def index_library(
             size, mtime = _stat(mf)
             hit = prev.get(mf.source)
             fail = prev_fail.get(mf.source)
-            if hit and hit[1].size == size and hit[1].mtime_ns == mtime and hit[1].episode_id == mf.episode_id:
+            if (
+                hit
+                and hit[1].size == size
+                and hit[1].mtime_ns == mtime
+                and hit[1].episode_id == mf.episode_id
+            ):
                 plan["reuse"][mf.source] = hit
             elif fail and fail["size"] == size and fail["mtime_ns"] == mtime:
                 plan["failed"][mf.source] = fail["reason"]
@@ -207,11 +211,17 @@ def index_library(
                     continue
                 reason = res
             report.failures.append((mf.source, reason))
-            failures.append({"source": mf.source, "size": size, "mtime_ns": mtime, "reason": reason})
+            failures.append(
+                {"source": mf.source, "size": size, "mtime_ns": mtime, "reason": reason}
+            )
         extra = {"media_root": str(root), "failures": failures}
         write_shard(
-            shard_path(out, season), season=season, episodes=episodes, hashes=hashes,
-            params=params, extra=extra,
+            shard_path(out, season),
+            season=season,
+            episodes=episodes,
+            hashes=hashes,
+            params=params,
+            extra=extra,
         )
         report.seasons_built.append(season)
 
@@ -222,5 +232,3 @@ def index_library(
             report.seasons_removed.append(season)
     report.elapsed_s = time.perf_counter() - started
     return report
-
-

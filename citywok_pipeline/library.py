@@ -14,11 +14,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MEDIA_EXTENSIONS = frozenset(
-    {".mp3", ".mp4", ".m4a", ".m4v", ".mkv", ".webm", ".opus", ".ogg", ".oga", ".flac",
-     ".wav", ".aac", ".wma", ".avi", ".mov", ".ts", ".mka"}
+    {
+        ".mp3",
+        ".mp4",
+        ".m4a",
+        ".m4v",
+        ".mkv",
+        ".webm",
+        ".opus",
+        ".ogg",
+        ".oga",
+        ".flac",
+        ".wav",
+        ".aac",
+        ".wma",
+        ".avi",
+        ".mov",
+        ".ts",
+        ".mka",
+    }
 )
 _SEASON_RE = re.compile(r"^(?:season|series|staffel|saison)[\s._-]*(\d{1,4})\b|^s(\d{1,4})$", re.I)
-_EPISODE_RE = re.compile(r"(?<![a-z0-9])s(\d{1,4})[\s._-]*e(\d{1,4})(?!\d)|(?<!\d)(\d{1,2})x(\d{1,3})(?!\d)", re.I)
+_EPISODE_RE = re.compile(
+    r"(?<![a-z0-9])s(\d{1,4})[\s._-]*e(\d{1,4})(?!\d)|(?<!\d)(\d{1,2})x(\d{1,3})(?!\d)", re.I
+)
 
 
 def slugify(name: str) -> str:
@@ -109,8 +128,11 @@ def scan_media(root: str | os.PathLike[str]) -> Scan:
                 )
                 continue
             files = sorted(
-                p for p in season_dir.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in MEDIA_EXTENSIONS
+                p
+                for p in season_dir.iterdir()
+                if p.is_file()
+                and not p.name.startswith(".")
+                and p.suffix.lower() in MEDIA_EXTENSIONS
             )
             claimed: dict[int, MediaFile] = {}
             for order, path in enumerate(files, start=1):

@@ -4,7 +4,9 @@ import pytest
 from citywok_pipeline.fingerprint import DEFAULT_PARAMS
 
 
-def tone_music(duration_s: float, seed: int, sample_rate: int = DEFAULT_PARAMS.sample_rate) -> np.ndarray:
+def tone_music(
+    duration_s: float, seed: int, sample_rate: int = DEFAULT_PARAMS.sample_rate
+) -> np.ndarray:
     """Seeded random notes: a cheap stand-in for music in fast unit tests."""
     rng = np.random.default_rng(seed)
     n = int(duration_s * sample_rate)

@@ -101,9 +101,7 @@ class _Candidate:
     weighted: float = 0.0
 
 
-def _confidence(
-    score: int, n_hits: int, frames: float, mp: MatchParams, tries: int
-) -> float:
+def _confidence(score: int, n_hits: int, frames: float, mp: MatchParams, tries: int) -> float:
     """Calibrated probability that a cell scoring ``score`` is not chance (module docstring)."""
     width = 2 * mp.tolerance + 1
     frames = max(frames, width)
@@ -172,7 +170,8 @@ def _decide(
     sig, events = [sig[i] for i in order], [events[i] for i in order]
     best, best_events = sig[0], events[0]
     peers = [
-        i for i in range(1, len(sig))
+        i
+        for i in range(1, len(sig))
         if sig[i].score >= mp.ambiguity_ratio * best.score
         and len(events[i] & best_events) >= 0.5 * len(events[i])
     ]
@@ -212,7 +211,12 @@ def match_samples(
         for c in cands:
             c.confidence = _confidence(c.score, n_hits, frames, mp, 1)
         best = cands[0] if cands else None
-        if i == 0 and best and best.score >= mp.min_score and best.confidence >= mp.early_exit_confidence:
+        if (
+            i == 0
+            and best
+            and best.score >= mp.min_score
+            and best.confidence >= mp.early_exit_confidence
+        ):
             break
     if len(tried) > 1:
         # Other speeds were searched too: every candidate pays for all the tries.

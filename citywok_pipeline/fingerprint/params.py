@@ -75,8 +75,8 @@ class FingerprintParams:
     @property
     def bin_range(self) -> tuple[int, int]:
         """First and one-past-last FFT bin of the searched band."""
-        lo = int(round(self.fmin_hz * self.n_fft / self.sample_rate))
-        hi = int(round(self.fmax_hz * self.n_fft / self.sample_rate)) + 1
+        lo = round(self.fmin_hz * self.n_fft / self.sample_rate)
+        hi = round(self.fmax_hz * self.n_fft / self.sample_rate) + 1
         return lo, hi
 
     def to_dict(self) -> dict[str, Any]:

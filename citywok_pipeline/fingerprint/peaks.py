@@ -24,8 +24,8 @@ PEAK_DTYPE = np.dtype([("t", np.float32), ("f", np.float32), ("mag", np.float32)
 
 def _density(params: FingerprintParams, peaks_per_second: float | None) -> tuple[int, int]:
     rate = params.peaks_per_second if peaks_per_second is None else peaks_per_second
-    window = max(1, int(round(0.5 / params.frame_seconds)))
-    k = max(1, int(round(rate * (2 * window + 1) * params.frame_seconds)))
+    window = max(1, round(0.5 / params.frame_seconds))
+    k = max(1, round(rate * (2 * window + 1) * params.frame_seconds))
     return window, k
 
 

@@ -57,7 +57,11 @@ class Snapshot:
         shards: list[Shard] = []
         try:
             for p in paths:
-                shards.append(open_shard(p, params=params if params else (shards[0].params if shards else None)))
+                shards.append(
+                    open_shard(
+                        p, params=params if params else (shards[0].params if shards else None)
+                    )
+                )
         except BaseException:
             for s in shards:
                 s.close()
@@ -70,9 +74,7 @@ class Snapshot:
         self.episodes: list[Episode] = [e for s in self.shards for e in s.episodes]
         bases = np.cumsum([0] + [len(s.episodes) for s in self.shards])
         self._bases = bases[:-1]
-        self.total_frames = sum(
-            e.duration_s / self.params.frame_seconds for e in self.episodes
-        )
+        self.total_frames = sum(e.duration_s / self.params.frame_seconds for e in self.episodes)
 
     def lookup(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Hits of ``query`` keys in every shard: (query index, global episode, frame)."""

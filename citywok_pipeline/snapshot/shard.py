@@ -140,6 +140,13 @@ def write_shard(
     return ShardInfo(path, season, len(episodes), len(postings), path.stat().st_size)
 
 
+def _get(txn: Any, path: Path, key: bytes) -> memoryview:
+    value = txn.get(key)
+    if value is None:
+        raise SnapshotError(f"{path}: corrupt shard (no {key.decode()!r} record)")
+    return value  # type: ignore[no-any-return]
+
+
 @dataclass
 class Shard:
     """A shard opened read-only: posting arrays are views into the memory map."""
@@ -161,9 +168,7 @@ class Shard:
         self._env.close()
 
 
-def open_shard(
-    path: str | os.PathLike[str], *, params: FingerprintParams | None = None
-) -> Shard:
+def open_shard(path: str | os.PathLike[str], *, params: FingerprintParams | None = None) -> Shard:
     """Open a shard read-only (a memory map: instant, whatever its size).
 
     Raises
@@ -211,13 +216,13 @@ def open_shard(
                 f"{path}: built with fingerprint params {shard_params.to_json()}, "
                 f"but {params.to_json()} were asked for; rebuild the snapshot with these params"
             )
-        episodes_raw = bytes(txn.get(b"episodes"))
+        episodes_raw = bytes(_get(txn, path, b"episodes"))
         episodes = [
             Episode.from_dict(d)
             for d in json.loads(zstandard.ZstdDecompressor().decompress(episodes_raw))
         ]
-        keys = np.frombuffer(txn.get(b"keys"), dtype="<u4")
-        packed = np.frombuffer(txn.get(b"packed"), dtype="<u4")
+        keys = np.frombuffer(_get(txn, path, b"keys"), dtype="<u4")
+        packed = np.frombuffer(_get(txn, path, b"packed"), dtype="<u4")
     except (lmdb.Error, ValueError, KeyError, TypeError, zstandard.ZstdError) as exc:
         txn.abort()
         env.close()
@@ -262,7 +267,9 @@ def verify_shard(path: str | os.PathLike[str]) -> list[str]:
                             f"its record says {e.n_hashes}"
                         )
         if len(shard.episodes) != meta["n_episodes"]:
-            problems.append(f"{path}: episode table has {len(shard.episodes)} rows, meta says {meta['n_episodes']}")
+            problems.append(
+                f"{path}: episode table has {len(shard.episodes)} rows, meta says {meta['n_episodes']}"
+            )
     except lmdb.Error as exc:
         problems.append(f"{path}: corrupt shard ({exc})")
     finally:

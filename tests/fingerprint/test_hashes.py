@@ -3,7 +3,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from citywok_pipeline.fingerprint import DEFAULT_PARAMS, Hashes, build_postings, hash_peaks, pack, unpack
+from citywok_pipeline.fingerprint import (
+    DEFAULT_PARAMS,
+    Hashes,
+    build_postings,
+    hash_peaks,
+    pack,
+    unpack,
+)
 from citywok_pipeline.fingerprint.peaks import PEAK_DTYPE
 
 u8 = st.integers(0, 255)
@@ -49,8 +56,11 @@ def test_postings_round_trip_every_episode_hash(data):
     qi, ep, frame = postings.lookup(query)
     found = sorted(zip(query[qi].tolist(), ep.tolist(), frame.tolist(), strict=True))
     expected = sorted(
-        {(int(k), e, int(round(float(t))))
-         for e, h in enumerate(per_episode) for k, t in zip(h.keys, h.times, strict=True)}
+        {
+            (int(k), e, round(float(t)))
+            for e, h in enumerate(per_episode)
+            for k, t in zip(h.keys, h.times, strict=True)
+        }
     )
     assert found == expected
 

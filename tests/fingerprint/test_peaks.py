@@ -48,7 +48,9 @@ def test_peak_density_is_bounded_by_the_setting():
     x = tone_music(20.0, 7) + np.random.default_rng(0).normal(0, 0.05, 160000).astype(np.float32)
     peaks = find_peaks(spectrogram(x, params=DEFAULT_PARAMS), params=DEFAULT_PARAMS)
     per_second = peaks.size / 20.0
-    assert 0.5 * DEFAULT_PARAMS.peaks_per_second < per_second <= 1.1 * DEFAULT_PARAMS.peaks_per_second
+    assert (
+        0.5 * DEFAULT_PARAMS.peaks_per_second < per_second <= 1.1 * DEFAULT_PARAMS.peaks_per_second
+    )
 
 
 def test_peaks_do_not_depend_on_the_gain():

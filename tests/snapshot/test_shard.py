@@ -5,7 +5,13 @@ import sys
 import numpy as np
 import pytest
 
-from citywok_pipeline.fingerprint import DEFAULT_PARAMS, Episode, FingerprintParams, fingerprint, match_samples
+from citywok_pipeline.fingerprint import (
+    DEFAULT_PARAMS,
+    Episode,
+    FingerprintParams,
+    fingerprint,
+    match_samples,
+)
 from citywok_pipeline.snapshot import (
     ParamsMismatchError,
     Snapshot,
@@ -24,8 +30,14 @@ SR = DEFAULT_PARAMS.sample_rate
 def build(tmp_path, season="show-s01", seeds=(0, 1, 2), duration=20.0, params=DEFAULT_PARAMS):
     audio = [tone_music(duration, s) for s in seeds]
     episodes = [
-        Episode(episode_id=f"{season}e{i + 1:02d}", season=season, show="Show", source=f"Show/S01/e{i + 1}.mp3",
-                duration_s=duration, sha256="0" * 64)
+        Episode(
+            episode_id=f"{season}e{i + 1:02d}",
+            season=season,
+            show="Show",
+            source=f"Show/S01/e{i + 1}.mp3",
+            duration_s=duration,
+            sha256="0" * 64,
+        )
         for i in range(len(seeds))
     ]
     hashes = [fingerprint(x, params=params) for x in audio]
@@ -40,11 +52,15 @@ def test_a_built_shard_opens_verifies_and_round_trips_its_postings(tmp_path):
     assert verify_shard(path) == []
     shard = open_shard(path)
     try:
-        assert [e.n_hashes for e in shard.episodes] == [len(np.unique(np.stack([h.keys, np.rint(h.times)]), axis=1)[0]) for h in hashes]
+        assert [e.n_hashes for e in shard.episodes] == [
+            len(np.unique(np.stack([h.keys, np.rint(h.times)]), axis=1)[0]) for h in hashes
+        ]
         for i, h in enumerate(hashes):
             back = shard.postings.episode_hashes(i)
             want = set(zip(h.keys.tolist(), np.rint(h.times).astype(int).tolist(), strict=True))
-            assert set(zip(back.keys.tolist(), back.times.astype(int).tolist(), strict=True)) == want
+            assert (
+                set(zip(back.keys.tolist(), back.times.astype(int).tolist(), strict=True)) == want
+            )
         assert shard.meta["params"] == DEFAULT_PARAMS.to_dict()
         assert shard.meta["format_version"] == 1
     finally:
@@ -55,7 +71,12 @@ def test_a_snapshot_searches_all_its_shards(tmp_path):
     build(tmp_path, season="a-s01", seeds=(0, 1))
     _, _, audio_b, _ = build(tmp_path, season="b-s02", seeds=(5, 6))
     with Snapshot.open(tmp_path) as snap:
-        assert [e.episode_id for e in snap.episodes] == ["a-s01e01", "a-s01e02", "b-s02e01", "b-s02e02"]
+        assert [e.episode_id for e in snap.episodes] == [
+            "a-s01e01",
+            "a-s01e02",
+            "b-s02e01",
+            "b-s02e02",
+        ]
         clip = audio_b[1][int(7.0 * SR) : int(12.0 * SR)]
         result = match_samples(clip, snap)
         assert result.matches[0].episode_id == "b-s02e02"
@@ -107,7 +128,7 @@ def test_an_empty_or_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(SnapshotError, match="no such snapshot directory"):
         Snapshot.open(tmp_path / "nope")
     (tmp_path / "junk.lmdb").write_bytes(b"not lmdb at all" * 100)
-    with pytest.raises(SnapshotError, match="junk.lmdb"):
+    with pytest.raises(SnapshotError, match=r"junk\.lmdb"):
         Snapshot.open(tmp_path)
 
 
