@@ -1,8 +1,11 @@
 """A simulated large snapshot: postings generated directly, not from audio.
 
-Keys are drawn from the empirical key distribution of real fingerprints (so posting-list
-lengths are realistic: low-frequency keys are far more common than uniform keys would be),
-anchor frames uniformly over each episode, at the real corpus' hash density.
+Keys are drawn field by field from the empirical distributions of real fingerprints: anchor
+frequency, frequency step and time step, each from its own marginal. Posting-list lengths are
+then realistic (low frequencies and short steps are far more common than uniform keys would
+make them) while the keys still spread over the whole key space; resampling whole keys from a
+small corpus would only ever produce the corpus' own keys and make every list far too long.
+Anchor frames are uniform over each episode, at the real corpus' hash density.
 """
 
 from __future__ import annotations
@@ -12,8 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from citywok_pipeline.fingerprint import DEFAULT_PARAMS, Episode, Hashes
+from citywok_pipeline.fingerprint import DEFAULT_PARAMS, Episode, Hashes, pack, unpack
 from citywok_pipeline.snapshot import shard_path, write_shard
+
+
+def _draw_keys(sample: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    f1, f2, dt = (x.astype(np.int64) for x in unpack(sample))
+    a = f1[rng.integers(0, f1.size, n)]
+    step = (f2 - f1)[rng.integers(0, f1.size, n)]
+    b = np.clip(a + step, 0, 255)
+    return pack(a, b, dt[rng.integers(0, f1.size, n)])
 
 
 def simulate_snapshot(
@@ -43,7 +54,7 @@ def simulate_snapshot(
             continue
         episodes, hashes = [], []
         for e in range(eps_per_shard):
-            keys = key_sample[rng.integers(0, key_sample.size, per_ep)]
+            keys = _draw_keys(key_sample, per_ep, rng)
             frames = rng.integers(0, frames_per_ep, per_ep).astype(np.float32)
             episodes.append(
                 Episode(

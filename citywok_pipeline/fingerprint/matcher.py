@@ -2,9 +2,10 @@
 
 How a clip is matched
 ---------------------
-1. The clip is fingerprinted more densely than the index (more peaks per second, a larger
-   fan-out): a query hash that finds nothing costs one lookup, but an index hash missing
-   from the query is a lost vote.
+1. The clip is first fingerprinted like the index; that settles clean and mildly degraded
+   clips cheaply. When it is not conclusive the clip is fingerprinted more densely (more
+   peaks per second, a larger fan-out): a query hash that finds nothing costs one lookup,
+   but an index hash missing from the query is a lost vote.
 2. Every query hash is looked up; each hit votes for a cell ``(episode, reference frame -
    query frame)``. A cell's score sums the votes within ``±tolerance`` frames, so small
    timing errors (re-encoding, reverb) still line up.
@@ -123,8 +124,11 @@ def _candidates(
     qi = order[qi]
     delta = frame - np.rint(hashes.times[qi]).astype(np.int64)
     cell = (ep << 32) + (delta + (1 << 31))
-    cells, counts = np.unique(cell, return_counts=True)
-    csum = np.concatenate(([0], np.cumsum(counts)))
+    by_cell = np.argsort(cell, kind="stable")
+    sorted_cells = cell[by_cell]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_cells[1:] != sorted_cells[:-1])))
+    cells = sorted_cells[starts]
+    csum = np.append(starts, sorted_cells.size)  # hits before each distinct cell, and all
     lo = np.searchsorted(cells, cells - mp.tolerance, side="left")
     hi = np.searchsorted(cells, cells + mp.tolerance, side="right")
     smoothed = csum[hi] - csum[lo]
@@ -140,7 +144,7 @@ def _candidates(
             break
         e = int(cells[c] >> 32)
         d = int((cells[c] & 0xFFFFFFFF) - (1 << 31))
-        sel = (ep == e) & (np.abs(delta - d) <= mp.tolerance)
+        sel = by_cell[csum[lo[c]] : csum[hi[c]]]
         hits = np.unique(qi[sel])
         # Evidence is counted in distinct anchor instants, not hashes: the simultaneous peaks
         # of one chord pair with the same targets, and one coincidence would count many times.
@@ -197,34 +201,37 @@ def match_samples(
     """
     params, mp = index.params, match_params
     spec = spectrogram(samples, params=params)
-    peaks = find_peaks(spec, params=params, peaks_per_second=mp.peaks_per_second)
+    # Cheapest first: the index's own fingerprint settles clean and mildly degraded clips;
+    # a denser fingerprint, then other playback speeds, only when it does not.
+    passes: list[tuple[float | None, int, float]] = [(None, params.fanout, 1.0)]
+    passes += [(mp.peaks_per_second, mp.fanout, s) for s in mp.speeds]
+    peaks_at: dict[float | None, np.ndarray] = {}
     frames = float(index.total_frames)
-    tried: list[tuple[float, list[_Candidate], int]] = []
+    tried: list[tuple[float, list[_Candidate], int, np.ndarray]] = []
     n_query = 0
-    times_at: dict[float, np.ndarray] = {}
-    for i, speed in enumerate(mp.speeds):
-        hashes = hash_peaks(peaks, params=params, fanout=mp.fanout, speed=speed)
+    for density, fanout, speed in passes:
+        if density not in peaks_at:
+            peaks_at[density] = find_peaks(spec, params=params, peaks_per_second=density)
+        hashes = hash_peaks(peaks_at[density], params=params, fanout=fanout, speed=speed)
         n_query = max(n_query, len(hashes))
-        times_at[speed] = hashes.times
         cands, n_hits = _candidates(hashes, index, mp, speed)
-        tried.append((speed, cands, n_hits))
+        tried.append((speed, cands, n_hits, hashes.times))
         for c in cands:
-            c.confidence = _confidence(c.score, n_hits, frames, mp, 1)
+            c.confidence = _confidence(c.score, n_hits, frames, mp, len(tried))
         best = cands[0] if cands else None
-        if (
-            i == 0
-            and best
-            and best.score >= mp.min_score
+        conclusive = (
+            best is not None
+            and best.score >= 2 * mp.min_score
             and best.confidence >= mp.early_exit_confidence
-        ):
+        )
+        if conclusive and speed == 1.0:
             break
-    if len(tried) > 1:
-        # Other speeds were searched too: every candidate pays for all the tries.
-        for _, cands, n_hits in tried:
-            for c in cands:
-                c.confidence = _confidence(c.score, n_hits, frames, mp, len(tried))
-    speed, cands, _ = max(tried, key=lambda x: x[1][0].score if x[1] else 0)
-    chosen, ambiguous = _decide(cands, times_at[speed], index, mp)
+    # Every candidate pays for all the passes tried (more chances to meet chance).
+    for _, cands, n_hits, _ in tried:
+        for c in cands:
+            c.confidence = _confidence(c.score, n_hits, frames, mp, len(tried))
+    speed, cands, _, times = max(tried, key=lambda x: x[1][0].score if x[1] else 0)
+    chosen, ambiguous = _decide(cands, times, index, mp)
     fs = params.frame_seconds
     matches = tuple(
         Match(

@@ -6,8 +6,9 @@ into place):
 - ``meta``: JSON: format and version, fingerprint params, counts, build time, season,
   xxhash64 checksums of the other values, and anything the caller adds (``extra``).
 - ``episodes``: zstd-compressed JSON list of :class:`Episode`; list index = episode index.
-- ``keys``, ``packed``: the posting arrays (:class:`PostingArrays`), raw little-endian
-  uint32, read in place from the map with zero copies.
+- ``keys``, ``packed`` and, in the CSR layout, ``offsets``: the posting arrays
+  (:class:`PostingArrays`), raw little-endian uint32, read in place from the map with zero
+  copies. The layout (``flat`` or ``csr``, in the metadata) is whichever is smaller.
 
 The posting arrays are not zstd-compressed: lookups touch random places in them, and a
 compressed block would have to be inflated on every query; measured in
@@ -88,6 +89,9 @@ def write_shard(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     postings = build_postings(hashes)
+    csr = postings.to_csr()
+    if csr.nbytes() < postings.nbytes():
+        postings = csr
     counts = postings.episode_counts(len(episodes))
     episodes = [
         Episode.from_dict({**e.to_dict(), "n_hashes": int(c)})
@@ -95,6 +99,7 @@ def write_shard(
     ]
     keys_b = postings.keys.astype("<u4").tobytes()
     packed_b = postings.packed.astype("<u4").tobytes()
+    offsets_b = b"" if postings.offsets is None else postings.offsets.astype("<u4").tobytes()
     episodes_b = zstandard.ZstdCompressor(level=10).compress(
         json.dumps([e.to_dict() for e in episodes]).encode()
     )
@@ -108,17 +113,20 @@ def write_shard(
         "n_postings": len(postings),
         "n_unique_keys": int(np.unique(postings.keys).size) if len(postings) else 0,
         "off_bits": postings.off_bits,
+        "layout": "flat" if postings.offsets is None else "csr",
         "duration_s": float(sum(e.duration_s for e in episodes)),
         "checksums": {
             "keys": _checksum(keys_b),
             "packed": _checksum(packed_b),
+            "offsets": _checksum(offsets_b),
             "episodes": _checksum(episodes_b),
         },
         "extra": extra or {},
     }
     meta_b = json.dumps(meta, sort_keys=True).encode()
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    map_size = 2 * (len(keys_b) + len(packed_b) + len(episodes_b) + len(meta_b)) + (1 << 20)
+    map_size = 2 * (len(keys_b) + len(packed_b) + len(offsets_b) + len(episodes_b) + len(meta_b))
+    map_size += 1 << 20
     try:
         env = lmdb.open(
             str(tmp), subdir=False, map_size=map_size, lock=False, readahead=False, meminit=False
@@ -127,6 +135,8 @@ def write_shard(
             with env.begin(write=True) as txn:
                 txn.put(b"keys", keys_b)
                 txn.put(b"packed", packed_b)
+                if offsets_b:
+                    txn.put(b"offsets", offsets_b)
                 txn.put(b"episodes", episodes_b)
                 txn.put(b"meta", meta_b)
             env.sync(True)
@@ -149,21 +159,40 @@ def _get(txn: Any, path: Path, key: bytes) -> memoryview:
 
 @dataclass
 class Shard:
-    """A shard opened read-only: posting arrays are views into the memory map."""
+    """A shard opened read-only: posting arrays are views into the memory map.
+
+    The arrays are looked up on first use, not at open: the first read of a large LMDB value
+    can fault in the whole value, and opening a snapshot must stay instant.
+    """
 
     path: Path
     meta: dict[str, Any]
     episodes: list[Episode]
-    postings: PostingArrays
     params: FingerprintParams
     _env: Any = field(repr=False)
     _txn: Any = field(repr=False)
+    _postings: PostingArrays | None = field(default=None, repr=False)
 
     @property
     def season(self) -> str:
         return str(self.meta["season"])
 
+    @property
+    def postings(self) -> PostingArrays:
+        if self._postings is None:
+            try:
+                keys = np.frombuffer(_get(self._txn, self.path, b"keys"), dtype="<u4")
+                packed = np.frombuffer(_get(self._txn, self.path, b"packed"), dtype="<u4")
+                offsets = None
+                if self.meta.get("layout") == "csr":
+                    offsets = np.frombuffer(_get(self._txn, self.path, b"offsets"), dtype="<u4")
+            except lmdb.Error as exc:
+                raise SnapshotError(f"{self.path}: corrupt shard ({exc})") from exc
+            self._postings = PostingArrays(keys, packed, int(self.meta["off_bits"]), offsets)
+        return self._postings
+
     def close(self) -> None:
+        self._postings = None
         self._txn.abort()
         self._env.close()
 
@@ -221,8 +250,6 @@ def open_shard(path: str | os.PathLike[str], *, params: FingerprintParams | None
             Episode.from_dict(d)
             for d in json.loads(zstandard.ZstdDecompressor().decompress(episodes_raw))
         ]
-        keys = np.frombuffer(_get(txn, path, b"keys"), dtype="<u4")
-        packed = np.frombuffer(_get(txn, path, b"packed"), dtype="<u4")
     except (lmdb.Error, ValueError, KeyError, TypeError, zstandard.ZstdError) as exc:
         txn.abort()
         env.close()
@@ -231,8 +258,7 @@ def open_shard(path: str | os.PathLike[str], *, params: FingerprintParams | None
         txn.abort()
         env.close()
         raise
-    postings = PostingArrays(keys, packed, int(meta["off_bits"]))
-    return Shard(path, meta, episodes, postings, shard_params, env, txn)
+    return Shard(path, meta, episodes, shard_params, env, txn)
 
 
 def verify_shard(path: str | os.PathLike[str]) -> list[str]:
@@ -245,14 +271,28 @@ def verify_shard(path: str | os.PathLike[str]) -> list[str]:
     problems: list[str] = []
     try:
         meta, txn = shard.meta, shard._txn
-        for name, key in (("keys", b"keys"), ("packed", b"packed"), ("episodes", b"episodes")):
-            value = txn.get(key)
+        names = ["keys", "packed", "episodes"] + (
+            ["offsets"] if meta.get("layout") == "csr" else []
+        )
+        for name in names:
+            value = txn.get(name.encode())
             if value is None or _checksum(value) != meta["checksums"][name]:
                 problems.append(f"{path}: checksum mismatch in {name!r}: the file is corrupt")
+        if problems:
+            return problems
         p = shard.postings
-        if p.keys.size != p.packed.size or p.keys.size != meta["n_postings"]:
+        if p.packed.size != meta["n_postings"]:
+            problems.append(f"{path}: posting arrays disagree with the metadata on their length")
+        elif p.offsets is None and p.keys.size != p.packed.size:
             problems.append(f"{path}: posting arrays disagree on their length")
-        elif p.keys.size:
+        elif p.offsets is not None and (
+            p.offsets.size != p.keys.size + 1
+            or (p.offsets.size and (p.offsets[0] != 0 or p.offsets[-1] != p.packed.size))
+            or np.any(np.diff(p.offsets.astype(np.int64)) <= 0)
+            or np.any(np.diff(p.keys.astype(np.int64)) <= 0)
+        ):
+            problems.append(f"{path}: key offsets are inconsistent")
+        elif p.packed.size:
             if np.any(p.keys[1:] < p.keys[:-1]):
                 problems.append(f"{path}: keys are not sorted")
             ep = p.packed >> p.off_bits

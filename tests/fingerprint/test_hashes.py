@@ -44,8 +44,13 @@ def test_postings_round_trip_every_episode_hash(data):
     for keys, seed in data:
         frames = np.random.default_rng(seed).integers(0, 100_000, keys.size)
         per_episode.append(Hashes(keys, frames.astype(np.float32)))
-    postings = build_postings(per_episode)
-    assert np.all(np.diff(postings.keys.astype(np.int64)) >= 0)
+    flat = build_postings(per_episode)
+    assert np.all(np.diff(flat.keys.astype(np.int64)) >= 0)
+    for postings in (flat, flat.to_csr()):
+        check_layout(postings, per_episode)
+
+
+def check_layout(postings, per_episode):
     for ep, h in enumerate(per_episode):
         want = sorted(set(zip(h.keys.tolist(), np.rint(h.times).astype(int).tolist(), strict=True)))
         back = postings.episode_hashes(ep)
