@@ -1,0 +1,40 @@
+"""The software-defined assets, one module per stage, and the jobs that run them."""
+
+import dagster as dg
+
+from .audio import raw_audio, source_media
+from .fingerprints import fingerprints
+from .partitions import season_partitions, video_partitions
+from .snapshots import season_snapshot, season_snapshot_verifies
+
+video_job = dg.define_asset_job(
+    "video_job",
+    selection=dg.AssetSelection.assets(raw_audio, fingerprints),
+    partitions_def=video_partitions,
+    description="Decode and fingerprint one video.",
+)
+season_snapshot_job = dg.define_asset_job(
+    "season_snapshot_job",
+    selection=dg.AssetSelection.assets(season_snapshot),
+    partitions_def=season_partitions,
+    description="Build one season's shard and verify it.",
+)
+
+ASSETS = [source_media, raw_audio, fingerprints, season_snapshot]
+ASSET_CHECKS = [season_snapshot_verifies]
+JOBS = [video_job, season_snapshot_job]
+
+__all__ = [
+    "ASSETS",
+    "ASSET_CHECKS",
+    "JOBS",
+    "fingerprints",
+    "raw_audio",
+    "season_partitions",
+    "season_snapshot",
+    "season_snapshot_job",
+    "season_snapshot_verifies",
+    "source_media",
+    "video_job",
+    "video_partitions",
+]

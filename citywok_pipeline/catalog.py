@@ -1,0 +1,401 @@
+"""The video catalog: which videos exist, which season each belongs to, and what was built.
+
+Dagster has no dynamic-to-dynamic partition mapping, so the video-to-season relation is data,
+kept here. One SQLite file (default ``$CITYWOK_HOME/catalog.sqlite``, WAL mode, one short
+transaction per call, so the sensor and several step processes can share it):
+
+- ``videos``: per video (the ``videos`` partition key): season, show, numbers, source path
+  and URI, title, size and mtime when last seen, when it was found and last changed, when it
+  was removed (NULL while present), and what the pipeline recorded: the media file's sha256
+  and duration, and the data versions of its raw audio and fingerprints.
+- ``seasons``: per season, the inputs of the shard last built (``{video: fingerprints data
+  version}``), when, and the shard's data version.
+
+The decisions ("what is new", "which seasons need a new shard") are the plain functions
+:func:`plan_scan` and :func:`plan_seasons`, tested without Dagster; the sensors only feed
+them and turn their answers into partitions and run requests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .artefacts import data_version
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    episode_id TEXT PRIMARY KEY,
+    season TEXT NOT NULL,
+    show TEXT NOT NULL,
+    season_number INTEGER,
+    episode_number INTEGER,
+    source TEXT NOT NULL,
+    source_uri TEXT NOT NULL,
+    title TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    found_at TEXT NOT NULL,
+    changed_at TEXT NOT NULL,
+    removed_at TEXT,
+    sha256 TEXT,
+    duration_s REAL,
+    audio_version TEXT,
+    fingerprints_version TEXT,
+    fingerprinted_at TEXT
+);
+CREATE INDEX IF NOT EXISTS videos_by_season ON videos (season);
+CREATE TABLE IF NOT EXISTS seasons (
+    season TEXT PRIMARY KEY,
+    built_at TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    shard_version TEXT
+);
+CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def utc_now() -> str:
+    """Now as an ISO-8601 UTC timestamp with microseconds (sorts as text)."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScannedFile:
+    """One media file as a scan of the source sees it."""
+
+    episode_id: str
+    season: str
+    show: str
+    season_number: int | None
+    episode_number: int | None
+    source: str
+    source_uri: str
+    title: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoRecord:
+    """One row of the catalog's ``videos`` table."""
+
+    episode_id: str
+    season: str
+    show: str
+    season_number: int | None
+    episode_number: int | None
+    source: str
+    source_uri: str
+    title: str
+    size: int
+    mtime_ns: int
+    found_at: str
+    changed_at: str
+    removed_at: str | None = None
+    sha256: str | None = None
+    duration_s: float | None = None
+    audio_version: str | None = None
+    fingerprints_version: str | None = None
+    fingerprinted_at: str | None = None
+
+    @property
+    def removed(self) -> bool:
+        return self.removed_at is not None
+
+
+@dataclass(frozen=True)
+class SeasonBuild:
+    """What the season's current shard was built from."""
+
+    season: str
+    built_at: str
+    inputs: dict[str, str]
+    shard_version: str | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Decisions (plain functions)
+
+
+@dataclass(frozen=True)
+class VideoRun:
+    episode_id: str
+    run_key: str
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """What a scan of the media source means for the catalog and the partitions."""
+
+    upserts: tuple[VideoRecord, ...] = ()
+    new: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    duplicates: tuple[tuple[str, str], ...] = ()
+    add_video_partitions: tuple[str, ...] = ()
+    add_season_partitions: tuple[str, ...] = ()
+    delete_video_partitions: tuple[str, ...] = ()
+    runs: tuple[VideoRun, ...] = ()
+    refused: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.upserts or self.removed or self.add_video_partitions
+                    or self.add_season_partitions or self.delete_video_partitions or self.runs)  # fmt: skip
+
+
+def plan_scan(
+    files: Sequence[ScannedFile],
+    catalog: Mapping[str, VideoRecord],
+    *,
+    video_partitions: Set[str],
+    season_partitions: Set[str],
+    now: str,
+) -> ScanPlan:
+    """Compare a scan with the catalog and the instance's partitions.
+
+    A file is *new* when the catalog does not know it or knows it as removed, *changed* when
+    its size, mtime, path or season differ from the catalog's; both get a run. A file whose
+    video partition is missing from the instance also gets its partition and a run, whatever
+    the catalog says (the catalog and the instance can disagree after a crash or a wipe).
+    Run keys name the file's generation (``found_at``, size, mtime), so an unchanged file is
+    never requested twice and a file that comes back after removal is requested again.
+
+    A video the catalog knows as present and the scan no longer has is *removed*: marked in
+    the catalog and its partition deleted. A scan that finds no file at all while the
+    catalog holds videos is refused (an unmounted disk must not empty the index).
+    """
+    seen: dict[str, ScannedFile] = {}
+    duplicates: list[tuple[str, str]] = []
+    for f in files:
+        if f.episode_id in seen:
+            duplicates.append(
+                (f.source, f"episode id {f.episode_id} is already {seen[f.episode_id].source}")
+            )
+        else:
+            seen[f.episode_id] = f
+    live = [r for r in catalog.values() if not r.removed]
+    if not seen and live:
+        return ScanPlan(
+            duplicates=tuple(duplicates),
+            refused=f"the media source lists no files while the catalog has {len(live)} video(s): "
+            "not marking them removed (is the media root mounted?)",
+        )
+
+    upserts: list[VideoRecord] = []
+    new: list[str] = []
+    changed: list[str] = []
+    runs: list[VideoRun] = []
+    add_videos: list[str] = []
+    add_seasons: list[str] = []
+    for episode_id, f in seen.items():
+        rec = catalog.get(episode_id)
+        facts = dict(
+            episode_id=f.episode_id, season=f.season, show=f.show,
+            season_number=f.season_number, episode_number=f.episode_number,
+            source=f.source, source_uri=f.source_uri, title=f.title, size=f.size,
+            mtime_ns=f.mtime_ns,
+        )  # fmt: skip
+        if rec is None or rec.removed:
+            rec = VideoRecord(**facts, found_at=now, changed_at=now)
+            upserts.append(rec)
+            new.append(episode_id)
+        elif (rec.size, rec.mtime_ns, rec.source, rec.season, rec.source_uri, rec.title) != (
+            f.size,
+            f.mtime_ns,
+            f.source,
+            f.season,
+            f.source_uri,
+            f.title,
+        ):
+            # What the pipeline recorded stays until the new file is processed: a changed file
+            # that turns out corrupt leaves the season's shard as it was.
+            rec = VideoRecord(**{**rec.__dict__, **facts, "changed_at": now, "removed_at": None})
+            upserts.append(rec)
+            changed.append(episode_id)
+        missing_partition = episode_id not in video_partitions
+        if missing_partition:
+            add_videos.append(episode_id)
+        if f.season not in season_partitions and f.season not in add_seasons:
+            add_seasons.append(f.season)
+        if missing_partition or episode_id in new or episode_id in changed:
+            runs.append(VideoRun(episode_id, f"{episode_id}@{rec.found_at}:{f.size}:{f.mtime_ns}"))
+
+    removed = sorted(r.episode_id for r in live if r.episode_id not in seen)
+    gone = {eid for eid, r in catalog.items() if r.removed and eid not in seen}
+    delete = sorted(eid for eid in (set(removed) | gone) if eid in video_partitions)
+    return ScanPlan(
+        upserts=tuple(upserts),
+        new=tuple(new),
+        changed=tuple(changed),
+        removed=tuple(removed),
+        duplicates=tuple(duplicates),
+        add_video_partitions=tuple(add_videos),
+        add_season_partitions=tuple(add_seasons),
+        delete_video_partitions=tuple(delete),
+        runs=tuple(runs),
+    )
+
+
+@dataclass(frozen=True)
+class SeasonRequest:
+    season: str
+    inputs: dict[str, str] = field(hash=False)
+    run_key: str
+
+
+def season_inputs(videos: Iterable[VideoRecord]) -> dict[str, dict[str, str]]:
+    """The fingerprints each season's shard should hold: present videos that have some."""
+    out: dict[str, dict[str, str]] = {}
+    for v in videos:
+        out.setdefault(v.season, {})
+        if not v.removed and v.fingerprints_version:
+            out[v.season][v.episode_id] = v.fingerprints_version
+    return out
+
+
+def plan_seasons(
+    videos: Iterable[VideoRecord], builds: Mapping[str, SeasonBuild]
+) -> list[SeasonRequest]:
+    """Seasons whose shard is out of date: a video was (re)fingerprinted, added or removed.
+
+    A season never built is requested once one of its videos has fingerprints; a built one
+    whenever its present, fingerprinted videos differ from what went into the shard (which
+    includes a season whose videos were all removed: its shard must go). A video without
+    fingerprints (not processed yet, or failed) does not trigger a build, so a corrupt file
+    leaves its season's shard as it was. The run key names the shard generation and the
+    wanted inputs: a pending request is not repeated, a later change gets a new one.
+    """
+    wanted = season_inputs(videos)
+    requests: list[SeasonRequest] = []
+    for season in sorted(set(wanted) | set(builds)):
+        cur = wanted.get(season, {})
+        built = builds.get(season)
+        if (built is None and not cur) or (built is not None and built.inputs == cur):
+            continue
+        generation = built.built_at if built else "never"
+        digest = data_version(json.dumps(cur, sort_keys=True))
+        requests.append(SeasonRequest(season, cur, f"{season}@{generation}:{digest}"))
+    return requests
+
+
+# ----------------------------------------------------------------------------------------------
+# Storage
+
+
+_VIDEO_COLUMNS = tuple(VideoRecord.__dataclass_fields__)
+
+
+class Catalog:
+    """The catalog file; every method is one short transaction."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._ready = False
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=60.0)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 60000")
+            if not self._ready:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+                conn.execute(
+                    "INSERT OR IGNORE INTO catalog_meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+                conn.commit()
+                self._ready = True
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    # videos
+
+    def videos(
+        self, *, season: str | None = None, include_removed: bool = False
+    ) -> list[VideoRecord]:
+        """Videos in season and episode order (one season's, if given; removed ones if asked)."""
+        sql = "SELECT * FROM videos WHERE (? IS NULL OR season = ?) AND (? OR removed_at IS NULL)"
+        sql += " ORDER BY season, episode_number, episode_id"
+        with self._connect() as conn:
+            rows = conn.execute(sql, (season, season, include_removed)).fetchall()
+        return [VideoRecord(**dict(r)) for r in rows]
+
+    def video(self, episode_id: str) -> VideoRecord | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM videos WHERE episode_id = ?", (episode_id,)
+            ).fetchone()
+        return VideoRecord(**dict(row)) if row else None
+
+    def apply_scan(self, plan: ScanPlan, *, now: str) -> None:
+        """Write a scan plan: insert or update its records, mark its removed videos."""
+        cols = ", ".join(_VIDEO_COLUMNS)
+        marks = ", ".join("?" for _ in _VIDEO_COLUMNS)
+        with self._connect() as conn:
+            conn.executemany(
+                f"INSERT OR REPLACE INTO videos ({cols}) VALUES ({marks})",
+                [tuple(getattr(r, c) for c in _VIDEO_COLUMNS) for r in plan.upserts],
+            )
+            conn.executemany(
+                "UPDATE videos SET removed_at = ? WHERE episode_id = ? AND removed_at IS NULL",
+                [(now, eid) for eid in plan.removed],
+            )
+
+    def record_audio(
+        self, episode_id: str, *, sha256: str, duration_s: float, audio_version: str
+    ) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE videos SET sha256 = ?, duration_s = ?, audio_version = ? WHERE episode_id = ?",
+                (sha256, duration_s, audio_version, episode_id),
+            )
+
+    def record_fingerprints(self, episode_id: str, *, version: str, at: str | None = None) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE videos SET fingerprints_version = ?, fingerprinted_at = ? WHERE episode_id = ?",
+                (version, at or utc_now(), episode_id),
+            )
+
+    # seasons
+
+    def season_builds(self) -> dict[str, SeasonBuild]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM seasons").fetchall()
+        return {
+            r["season"]: SeasonBuild(
+                r["season"], r["built_at"], json.loads(r["inputs"]), r["shard_version"]
+            )
+            for r in rows
+        }
+
+    def record_season_build(
+        self,
+        season: str,
+        *,
+        inputs: Mapping[str, str],
+        shard_version: str | None,
+        at: str | None = None,
+    ) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO seasons (season, built_at, inputs, shard_version) VALUES (?, ?, ?, ?)",
+                (season, at or utc_now(), json.dumps(dict(inputs), sort_keys=True), shard_version),
+            )

@@ -1,0 +1,96 @@
+"""The one Definitions object of the CityWok code location.
+
+Loaded lazily (``@dg.definitions``): nothing is read from the environment when this module is
+imported. When the code location loads, the environment picks the implementations:
+
+- ``CITYWOK_BUCKET_URL=s3://bucket/prefix``: artefacts in that bucket under
+  ``<prefix>/artefacts/`` (``CITYWOK_S3_ENDPOINT_URL`` for R2 or SeaweedFS, keys from
+  ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``); ``file:///path``: under ``/path/artefacts``;
+  unset: ``$CITYWOK_HOME/artefacts``.
+- ``CITYWOK_MEDIA_ROOT``: the season folders (default ``$CITYWOK_HOME/media``).
+- The catalog and the snapshot directory live under ``$CITYWOK_HOME``.
+
+Values that come from variables are passed as ``dg.EnvVar``, so the UI shows where they come
+from and secrets never land in run config.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from .assets import ASSET_CHECKS, ASSETS, JOBS
+from .resources import (
+    ArtefactStore,
+    CatalogResource,
+    LocalArtefactStore,
+    S3ArtefactStore,
+    SeasonFoldersResource,
+    SnapshotDirectoryResource,
+)
+from .sensors import SCHEDULES, SENSORS
+
+
+def _env(env: Mapping[str, str], name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if env.get(name) else None
+
+
+def artefact_store_for(env: Mapping[str, str]) -> ArtefactStore:
+    """The artefact store the environment asks for (see the module docstring)."""
+    bucket_url = env.get("CITYWOK_BUCKET_URL", "")
+    scheme = urlparse(bucket_url).scheme
+    if scheme == "s3":
+        endpoint = _env(env, "CITYWOK_S3_ENDPOINT_URL")
+        region = _env(env, "AWS_REGION") or ("auto" if endpoint else None)
+        return S3ArtefactStore(
+            bucket_url=dg.EnvVar("CITYWOK_BUCKET_URL"),
+            s3=S3Resource(
+                endpoint_url=endpoint,
+                region_name=region,
+                aws_access_key_id=_env(env, "AWS_ACCESS_KEY_ID"),
+                aws_secret_access_key=_env(env, "AWS_SECRET_ACCESS_KEY"),
+            ),
+        )
+    if scheme == "file":
+        return LocalArtefactStore(root=str(Path(unquote(urlparse(bucket_url).path)) / "artefacts"))
+    if bucket_url:
+        raise ValueError(
+            f"CITYWOK_BUCKET_URL must be s3://bucket/prefix or file:///path, got {bucket_url!r}"
+        )
+    return LocalArtefactStore()
+
+
+def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
+    """Every resource the assets, checks and sensors use, configured from ``env``."""
+    return {
+        "media": SeasonFoldersResource(root=_env(env, "CITYWOK_MEDIA_ROOT")),
+        "catalog": CatalogResource(),
+        "artefacts": artefact_store_for(env),
+        "snapshots": SnapshotDirectoryResource(),
+    }
+
+
+def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
+    """The Definitions, with ``resources`` (default: configured from the environment)."""
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=ASSET_CHECKS,
+        jobs=JOBS,
+        sensors=SENSORS,
+        schedules=SCHEDULES,
+        resources=dict(resources) if resources is not None else resources_for(os.environ),
+        # On Definitions, not on the jobs: job tags do not reach runs launched from the UI,
+        # backfills or sensors.
+        executor=dg.multiprocess_executor,
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()
