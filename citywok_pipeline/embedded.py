@@ -106,6 +106,7 @@ def apply_sensor_result(
     report: PassReport,
     *,
     progress: Callable[[str], None] | None = None,
+    log_level: str = "WARNING",
 ) -> None:
     """Do what the daemon does with a sensor's answer: partitions, events, then the runs."""
     if result.skip_reason is not None:
@@ -135,7 +136,11 @@ def apply_sensor_result(
         if request.run_key:
             tags["dagster/run_key"] = request.run_key
         run = job.execute_in_process(
-            instance=instance, partition_key=request.partition_key, tags=tags, raise_on_error=False
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            instance=instance,
+            partition_key=request.partition_key,
+            tags=tags,
+            raise_on_error=False,
         )
         report.runs.append(
             RunOutcome(
@@ -153,10 +158,13 @@ def run_pipeline_once(
     instance: dg.DagsterInstance,
     *,
     progress: Callable[[str], None] | None = None,
+    log_level: str = "WARNING",
 ) -> PassReport:
     """Discover the media source and materialise what is new, then the seasons it changed."""
     report = PassReport()
     for name in ("media_scan_sensor", "season_snapshot_sensor"):
         result = evaluate_sensor(defs, instance, name)
-        apply_sensor_result(defs, instance, name, result, report, progress=progress)
+        apply_sensor_result(
+            defs, instance, name, result, report, progress=progress, log_level=log_level
+        )
     return report

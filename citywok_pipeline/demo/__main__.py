@@ -1,59 +1,91 @@
-"""`make demo`: generate a small TV library, index it, and match clips against it.
+"""`make demo`: generate a small TV library, run the Dagster pipeline on it, match clips.
 
 Everything lives under $CITYWOK_HOME (default ./.citywok): the library in demo-media/, the
-snapshot in snapshot/, the clips in demo-clips/. Re-running reuses what is there.
+Dagster instance in dagster/ (SQLite; `make dev` opens the same one in the UI), the catalog,
+the artefacts, the snapshot in snapshot/, the clips in demo-clips/. The pipeline runs in this
+process with the embedded defaults, no daemon: the media scan sensor discovers the library,
+every video partition is materialised (raw_audio, fingerprints), then the season sensor's
+shards (season_snapshot, with its blocking check). Re-running only redoes what changed.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..fingerprint.audio import decode
 from ..fingerprint.matcher import match_samples
-from ..indexer import index_library
 from ..settings import citywok_home
 from ..snapshot import Snapshot
 from .degrade import DEGRADATIONS, cut
 from .library import SAMPLE_RATE, encode, generate_library, generate_unseen_audio
+
+# The demo library: two shows, two seasons each, three 45 s episodes per season.
+DEMO_LIBRARY = dict(
+    shows=2, seasons=2, episodes=3, duration_s=45.0, intro_s=8.0, seed=0,
+    formats=("mp3", "mkv", "m4a", "flac"),
+)  # fmt: skip
 
 
 def say(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
+def materialise(home: Path, media: Path) -> bool:
+    """Discover ``media`` and materialise every asset for every partition, in-process."""
+    import dagster as dg
+
+    from ..definitions import build_definitions
+    from ..embedded import prepare_dagster_home, run_pipeline_once
+    from ..resources import (
+        CatalogResource,
+        LocalArtefactStore,
+        SeasonFoldersResource,
+        SnapshotDirectoryResource,
+    )
+
+    defs = build_definitions(
+        {
+            "media": SeasonFoldersResource(root=str(media)),
+            "catalog": CatalogResource(),
+            "artefacts": LocalArtefactStore(),
+            "snapshots": SnapshotDirectoryResource(),
+        }
+    )
+    started = time.perf_counter()
+    with dg.DagsterInstance.from_config(str(prepare_dagster_home(home / "dagster"))) as instance:
+        report = run_pipeline_once(defs, instance, progress=lambda line: say(f"   run {line}"))
+    videos = report.runs_of("video_job")
+    seasons = report.runs_of("season_snapshot_job")
+    for name, reason in report.skipped.items():
+        say(f"   {name}: {reason}")
+    say(
+        f"   {sum(r.success for r in videos)}/{len(videos)} video run(s) (raw_audio, fingerprints) and "
+        f"{sum(r.success for r in seasons)}/{len(seasons)} season run(s) (season_snapshot + check) "
+        f"succeeded in {time.perf_counter() - started:.1f} s"
+    )
+    for r in report.failures:
+        say(f"   FAILED {r.job} {r.partition}: {r.error}")
+    return not report.failures
+
+
 def main() -> int:
     home = citywok_home()
     media, snapshot, clips = home / "demo-media", home / "snapshot", home / "demo-clips"
     say(f"== 1. A demo library of TV-like episodes in {media}")
-    episodes = generate_library(
-        media,
-        shows=2,
-        seasons=2,
-        episodes=3,
-        duration_s=45.0,
-        intro_s=8.0,
-        seed=0,
-        formats=("mp3", "mkv", "m4a", "flac"),
-        progress=True,
-    )
+    episodes = generate_library(media, **DEMO_LIBRARY, progress=True)  # type: ignore[arg-type]
     say(f"   {len(episodes)} episodes: dialogue over music, each show with its own shared intro")
 
-    say(f"== 2. Index it into {snapshot}")
-    report = index_library(
-        media,
-        snapshot,
-        progress=lambda it, total: tqdm(
-            it, total=total, unit="file", desc="   fingerprinting", file=sys.stderr
-        ),
-    )
     say(
-        f"   {len(report.seasons_built)} season shard(s) built, {len(report.seasons_unchanged)} unchanged, "
-        f"{report.decoded} file(s) fingerprinted, {report.reused} reused, in {report.elapsed_s:.1f} s"
+        f"== 2. Discover it and materialise every asset for every partition (Dagster, in-process, {home / 'dagster'})"
     )
+    if not materialise(home, media):
+        return 1
+    say(f"   the snapshot: {snapshot}")
 
     say("== 3. Record some clips: a noisy phone-like recording, a clip of the intro, unseen audio")
     clips.mkdir(parents=True, exist_ok=True)
@@ -91,6 +123,7 @@ def main() -> int:
             say(f"\n   {path.name}: {what}")
             print(json.dumps(result.to_dict(str(path))))
     say(f"\nTry it yourself: .venv/bin/citywok match {snapshot} {clips / 'noisy-phone-clip.mp3'}")
+    say("Browse the assets, partitions and runs: make dev (Dagster UI on http://127.0.0.1:3000)")
     return 0
 
 
