@@ -10,13 +10,11 @@ from .snapshots import season_snapshot, season_snapshot_verifies
 video_job = dg.define_asset_job(
     "video_job",
     selection=dg.AssetSelection.assets(raw_audio, fingerprints),
-    partitions_def=video_partitions,
     description="Decode and fingerprint one video.",
 )
 season_snapshot_job = dg.define_asset_job(
     "season_snapshot_job",
     selection=dg.AssetSelection.assets(season_snapshot),
-    partitions_def=season_partitions,
     description="Build one season's shard and verify it.",
 )
 

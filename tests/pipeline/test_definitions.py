@@ -1,0 +1,174 @@
+"""The code location: it loads, and the graph is what the design says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from citywok_pipeline.artefacts import params_version
+from citywok_pipeline.assets.partitions import (
+    FINGERPRINTS_CODE_VERSION,
+    PARAMS,
+    SNAPSHOT_CODE_VERSION,
+)
+from citywok_pipeline.definitions import artefact_store_for, build_definitions, defs, resources_for
+from citywok_pipeline.resources import LocalArtefactStore, S3ArtefactStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def definitions() -> dg.Definitions:
+    return build_definitions(resources_for({}))
+
+
+def test_dagster_validates_the_code_location() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "citywok_pipeline.definitions"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Validation successful" in proc.stdout + proc.stderr
+
+
+def test_the_lazy_definitions_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CITYWOK_BUCKET_URL", raising=False)
+    loaded = defs()
+    assert isinstance(loaded, dg.Definitions)
+    assert isinstance(loaded.resources["artefacts"], LocalArtefactStore)
+
+
+def test_the_asset_graph_has_the_expected_assets_partitions_and_lineage(
+    definitions: dg.Definitions,
+) -> None:
+    graph = definitions.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"source_media", "raw_audio", "fingerprints", "season_snapshot"}
+    parts = {k: graph.get(dg.AssetKey(k)).partitions_def for k in keys}
+    assert {k: p.name for k, p in parts.items()} == {  # type: ignore[union-attr]
+        "source_media": "videos", "raw_audio": "videos", "fingerprints": "videos",
+        "season_snapshot": "seasons",
+    }  # fmt: skip
+    parents = {k: {p.to_user_string() for p in graph.get(dg.AssetKey(k)).parent_keys} for k in keys}
+    assert parents == {
+        "source_media": set(), "raw_audio": {"source_media"}, "fingerprints": {"raw_audio"},
+        "season_snapshot": {"fingerprints"},
+    }  # fmt: skip
+    assert not graph.get(dg.AssetKey("source_media")).is_materializable
+
+
+def test_seasons_depend_on_videos_through_no_identity_mapping(definitions: dg.Definitions) -> None:
+    graph = definitions.resolve_asset_graph()
+    mapping = graph.get_partition_mapping(
+        dg.AssetKey("season_snapshot"), dg.AssetKey("fingerprints")
+    )
+    assert isinstance(mapping, dg.AllPartitionMapping)
+
+
+def test_the_shard_check_is_blocking(definitions: dg.Definitions) -> None:
+    graph = definitions.resolve_asset_graph()
+    (check,) = graph.asset_check_keys
+    assert (check.asset_key.to_user_string(), check.name) == (
+        "season_snapshot",
+        "season_snapshot_verifies",
+    )
+    assert graph.get_check_spec(check).blocking
+
+
+def test_every_asset_has_a_one_sentence_description(definitions: dg.Definitions) -> None:
+    graph = definitions.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        description = graph.get(key).description or ""
+        assert description.endswith(".") and description.count(". ") == 0, (key, description)
+
+
+def test_code_versions_follow_the_fingerprint_params(definitions: dg.Definitions) -> None:
+    graph = definitions.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("fingerprints")).code_version == FINGERPRINTS_CODE_VERSION
+    assert graph.get(dg.AssetKey("season_snapshot")).code_version == SNAPSHOT_CODE_VERSION
+    assert params_version(PARAMS) in FINGERPRINTS_CODE_VERSION
+    assert f"{PARAMS.sample_rate}hz" in graph.get(dg.AssetKey("raw_audio")).code_version
+
+
+def test_jobs_sensors_schedules_and_executor_are_defined(definitions: dg.Definitions) -> None:
+    assert definitions.resolve_job_def("video_job")
+    season_job = definitions.resolve_job_def("season_snapshot_job")
+    assert "season_snapshot_season_snapshot_verifies" in {n.name for n in season_job.nodes}
+    for name in ("media_scan_sensor", "season_snapshot_sensor"):
+        assert definitions.resolve_sensor_def(name)
+    assert definitions.resolve_schedule_def("video_backfill_schedule")
+    assert definitions.executor is dg.multiprocess_executor
+
+
+def test_the_environment_picks_the_artefact_store() -> None:
+    assert isinstance(artefact_store_for({}), LocalArtefactStore)
+    local = artefact_store_for({"CITYWOK_BUCKET_URL": "file:///srv/bucket"})
+    assert isinstance(local, LocalArtefactStore) and local.root == "/srv/bucket/artefacts"
+    s3 = artefact_store_for(
+        {"CITYWOK_BUCKET_URL": "s3://b/p", "CITYWOK_S3_ENDPOINT_URL": "http://x"}
+    )
+    assert isinstance(s3, S3ArtefactStore)
+    with pytest.raises(ValueError, match="CITYWOK_BUCKET_URL"):
+        artefact_store_for({"CITYWOK_BUCKET_URL": "ftp://nope"})
+
+
+def test_importing_the_package_reads_no_environment() -> None:
+    code = (
+        "import os, sys\n"
+        "class Spy(dict):\n"
+        "    def get(self, k, d=None):\n"
+        "        if k.startswith('CITYWOK'): sys.exit('read ' + k)\n"
+        "        return super().get(k, d)\n"
+        "    def __getitem__(self, k):\n"
+        "        if k.startswith('CITYWOK'): sys.exit('read ' + k)\n"
+        "        return super().__getitem__(k)\n"
+        "os.environ = Spy(os.environ)\n"
+        "import citywok_pipeline.definitions, citywok_pipeline.assets, citywok_pipeline.sensors\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_core_imports_no_dagster() -> None:
+    code = (
+        "import sys\n"
+        "import citywok_pipeline.fingerprint, citywok_pipeline.snapshot, citywok_pipeline.indexer\n"
+        "import citywok_pipeline.catalog, citywok_pipeline.artefacts, citywok_pipeline.library\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'dagster'], 'dagster imported'\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_instance_files_are_valid(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
+    from dagster._core.instance.config import dagster_instance_config
+
+    prod = tmp_path / "prod"
+    prod.mkdir()
+    (prod / "dagster.yaml").write_text((REPO / "deploy" / "dagster-postgres.yaml").read_text())
+    config, _ = dagster_instance_config(str(prod))
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    assert config["run_retries"]["enabled"] and config["concurrency"]["pools"]["default_limit"] >= 1
