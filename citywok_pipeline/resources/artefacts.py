@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,14 @@ class StoredArtefact:
     uri: str
     size: int
     sha256: str
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _check_key(key: str) -> str:
@@ -93,19 +102,32 @@ class LocalArtefactStore(ArtefactStore):
         return self.path.joinpath(*_check_key(key).split("/"))
 
     def put(self, key: str, data: bytes) -> StoredArtefact:
+        target = self._write_aside(key, lambda f: f.write(data))
+        return StoredArtefact(key, target.as_uri(), len(data), hashlib.sha256(data).hexdigest())
+
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> StoredArtefact:
+        def copy(f: Any) -> None:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+
+        target = self._write_aside(key, copy)
+        return StoredArtefact(key, target.as_uri(), target.stat().st_size, _file_sha256(target))
+
+    def _write_aside(self, key: str, write: Any) -> Path:
+        """Write a temporary file beside the target with ``write(f)``, then rename it into place."""
         target = self._file(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return StoredArtefact(key, target.as_uri(), len(data), hashlib.sha256(data).hexdigest())
+        return target
 
     def get(self, key: str) -> bytes:
         target = self._file(key)
@@ -194,6 +216,19 @@ class S3ArtefactStore(ArtefactStore):
     def put(self, key: str, data: bytes) -> StoredArtefact:
         self.client().put_object(Bucket=self.bucket, Key=self._object(key), Body=data)
         return StoredArtefact(key, self.uri(key), len(data), hashlib.sha256(data).hexdigest())
+
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> StoredArtefact:
+        # Streamed, multipart above 64 MiB (a season shard can be large); a multipart upload
+        # becomes visible only when it completes, so this is atomic too.
+        from boto3.s3.transfer import TransferConfig
+
+        self.client().upload_file(
+            str(path), self.bucket, self._object(key),
+            Config=TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20),
+        )  # fmt: skip
+        return StoredArtefact(
+            key, self.uri(key), Path(path).stat().st_size, _file_sha256(Path(path))
+        )
 
     def get(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
