@@ -145,8 +145,10 @@ def postgres_database() -> Iterator[str]:
         pytest.fail(
             f"the Postgres tests need a server on {PG_HOST}:{PG_PORT} (user {PG_USER}, trust auth): {exc}"
         )
+    from psycopg2 import sql
+
     with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield name
     finally:
@@ -154,7 +156,7 @@ def postgres_database() -> Iterator[str]:
             cur.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
             )
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         admin.close()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +27,12 @@ def definitions() -> dg.Definitions:
     return build_definitions(resources_for({}))
 
 
-def test_dagster_validates_the_code_location() -> None:
+def test_dagster_validates_the_code_location(tmp_path: Path) -> None:
+    (tmp_path / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     proc = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "citywok_pipeline.definitions"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO, env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful" in proc.stdout + proc.stderr
