@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -275,3 +277,62 @@ def s3_bucket(seaweedfs: S3Server) -> str:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# `make dev`'s server: the devserver wrapper, started the way a script's `&` starts it.
+
+
+def graphql(base: str, query: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{base}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["data"]  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class DevServer:
+    base: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+def _ignore_sigint() -> None:
+    # What `cmd &` in a non-interactive shell does to its child: the trap make dev must survive.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def start_dev_server(
+    home: Path, media: Path, log: Path, *, timeout_s: float = 150
+) -> Iterator[DevServer]:
+    """`python -m citywok_pipeline.devserver` on ``home`` and ``media``, once its code location loaded."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CITYWOK_BUCKET_URL")}
+    env.update(CITYWOK_HOME=str(home), CITYWOK_MEDIA_ROOT=str(media))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "citywok_pipeline.devserver", "--port", str(port)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_ignore_sigint,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert proc.poll() is None, f"dagster dev exited early:\n{log.read_text()[-3000:]}"
+            try:
+                if graphql(base, "{ assetNodes { assetKey { path } } }")["assetNodes"]:
+                    break
+            except (OSError, KeyError, TypeError, ValueError):
+                pass
+            assert time.monotonic() < deadline, (
+                f"the UI did not load the code location:\n{log.read_text()[-3000:]}"
+            )
+            time.sleep(1)
+        yield DevServer(base, proc, log)
+    finally:
+        stop_process_group(proc)

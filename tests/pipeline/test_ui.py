@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from .conftest import REPO, Pipeline, free_port, stop_process_group
+from citywok_pipeline.embedded import prepare_dagster_home, run_pipeline_once
+
+from .conftest import REPO, DevServer, Pipeline, graphql, start_dev_server
 
 pytestmark = pytest.mark.slow
 
@@ -54,16 +53,6 @@ def browse(url: str, *, screenshot: Path | None = None) -> str:
     return proc.stdout
 
 
-def graphql(base: str, query: str) -> dict:
-    request = urllib.request.Request(
-        f"{base}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["data"]
-
-
 def drawn_graph(dom: str) -> tuple[dict[str, float], set[tuple[str, str]]]:
     """Asset nodes (name -> left x) and the edges the lineage graph draws between them."""
     nodes: dict[str, tuple[float, float]] = {}
@@ -84,58 +73,16 @@ def drawn_graph(dom: str) -> tuple[dict[str, float], set[tuple[str, str]]]:
     return {n: left for n, (left, _) in nodes.items()}, edges
 
 
-@dataclass(frozen=True)
-class DevServer:
-    base: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-def _ignore_sigint() -> None:
-    # What `cmd &` in a non-interactive shell does to its child: the trap make dev must survive.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 @pytest.fixture
 def dev_server(pipeline: Pipeline, tmp_path: Path) -> Iterator[DevServer]:
-    """The pipeline run once in-process, then `python -m citywok_pipeline.devserver` on its home."""
-    home = pipeline.home
-    # The UI reads the instance `make dev` uses: $CITYWOK_HOME/dagster.
-    import dagster as dg
-
-    from citywok_pipeline.embedded import prepare_dagster_home, run_pipeline_once
-
-    with dg.DagsterInstance.from_config(str(prepare_dagster_home(home / "dagster"))) as instance:
+    """The pipeline run once in-process, then `make dev`'s server on the same home and instance."""
+    with dg.DagsterInstance.from_config(
+        str(prepare_dagster_home(pipeline.home / "dagster"))
+    ) as instance:
         report = run_pipeline_once(pipeline.defs, instance)
     assert not report.failures and report.runs
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CITYWOK_BUCKET_URL")}
-    env.update(CITYWOK_HOME=str(home), CITYWOK_MEDIA_ROOT=str(pipeline.media))
-    log = tmp_path / "dagster-dev.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "citywok_pipeline.devserver", "--port", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_ignore_sigint,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, f"dagster dev exited early:\n{log.read_text()[-3000:]}"
-            try:
-                nodes = graphql(base, "{ assetNodes { assetKey { path } } }")["assetNodes"]
-                if len(nodes) == len(ASSETS):
-                    break
-            except (OSError, KeyError, TypeError, ValueError):
-                pass
-            assert time.monotonic() < deadline, (
-                f"the UI did not load the code location:\n{log.read_text()[-3000:]}"
-            )
-            time.sleep(1)
-        yield DevServer(base, proc, log)
-    finally:
-        stop_process_group(proc)
+    with start_dev_server(pipeline.home, pipeline.media, tmp_path / "dagster-dev.log") as server:
+        yield server
 
 
 def test_the_ui_shows_the_assets_and_their_lineage(dev_server: DevServer) -> None:

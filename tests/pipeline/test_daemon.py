@@ -1,0 +1,74 @@
+"""The daemon path: `make dev`'s sensors discover files and its run queue materialises them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from citywok_pipeline.snapshot import open_shard, verify_snapshot
+
+from .conftest import start_dev_server
+
+pytestmark = pytest.mark.slow
+
+SEASON_A, SEASON_B = "harbour-lights-s01", "the-night-kitchen-s01"
+
+
+def episodes_in(shard: Path) -> list[str]:
+    if not shard.is_file():
+        return []
+    opened = open_shard(shard)
+    try:
+        return [e.episode_id for e in opened.episodes]
+    finally:
+        opened.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, (
+            f"{what} after {timeout_s} s:\n{log.read_text()[-3000:]}"
+        )
+        time.sleep(2)
+
+
+def test_new_files_are_discovered_and_materialised_without_a_reload(
+    media_root: Path, spare_episode: tuple[Path, str], tmp_path: Path
+) -> None:
+    home = tmp_path / "citywok"
+    log = tmp_path / "dagster-dev.log"
+    snapshot = home / "snapshot"
+    with start_dev_server(home, media_root, log) as server:
+        # Nothing was materialised: the sensors and the queued runs build every shard.
+        wait_until(
+            lambda: len(episodes_in(snapshot / f"{SEASON_A}.lmdb")) == 2
+            and len(episodes_in(snapshot / f"{SEASON_B}.lmdb")) == 2,
+            180, "the daemon did not build both shards", log,
+        )  # fmt: skip
+        assert verify_snapshot(snapshot) == []
+
+        spare, relative = spare_episode
+        season = SEASON_A if relative.startswith("Harbour") else SEASON_B
+        other = snapshot / f"{SEASON_B if season == SEASON_A else SEASON_A}.lmdb"
+        other_before = other.read_bytes()
+        shutil.copyfile(spare, media_root / relative)
+        wait_until(
+            lambda: len(episodes_in(snapshot / f"{season}.lmdb")) == 3,
+            180, "the new episode did not reach its season's shard", log,
+        )  # fmt: skip
+        assert other.read_bytes() == other_before
+
+        # SIGTERM stops `dagster dev` and everything it started.
+        os.kill(server.proc.pid, signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"dagster dev ignored SIGTERM:\n{log.read_text()[-2000:]}")
