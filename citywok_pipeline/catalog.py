@@ -168,8 +168,10 @@ def plan_scan(
     its size, mtime, path or season differ from the catalog's; both get a run. A file whose
     video partition is missing from the instance also gets its partition and a run, whatever
     the catalog says (the catalog and the instance can disagree after a crash or a wipe).
-    Run keys name the file's generation (``found_at``, size, mtime), so an unchanged file is
-    never requested twice and a file that comes back after removal is requested again.
+    A video never decoded (its run pending, lost or failed) is requested again under the same
+    run key. Run keys name the file's generation (``found_at``, size, mtime): the daemon runs
+    a key once, so an unchanged file is never run twice (a corrupt one is not retried on every
+    scan) and a file that changes or comes back after removal is run again.
 
     A video the catalog knows as present and the scan no longer has is *removed*: marked in
     the catalog and its partition deleted. A scan that finds no file at all while the
@@ -228,7 +230,11 @@ def plan_scan(
             add_videos.append(episode_id)
         if f.season not in season_partitions and f.season not in add_seasons:
             add_seasons.append(f.season)
-        if missing_partition or episode_id in new or episode_id in changed:
+        # A video never decoded is requested again on every scan under the same run key: the
+        # daemon drops keys it has seen, and a request lost between this catalog write and
+        # the daemon's run submission is made again on the next tick.
+        unprocessed = rec.audio_version is None
+        if missing_partition or unprocessed or episode_id in new or episode_id in changed:
             runs.append(VideoRun(episode_id, f"{episode_id}@{rec.found_at}:{f.size}:{f.mtime_ns}"))
 
     removed = sorted(r.episode_id for r in live if r.episode_id not in seen)

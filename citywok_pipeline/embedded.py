@@ -3,7 +3,8 @@
 One pass evaluates the real sensors in order (media_scan_sensor, then season_snapshot_sensor),
 applies what they return to the instance (partitions added and deleted, observations
 reported) and executes every run they request in-process, one after another. It is the same
-code path the daemon drives, minus the daemon's queue and run-key bookkeeping.
+code path the daemon drives, minus the daemon's queue: like the daemon, a run key already
+used by a run of the same sensor is not run again.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     return "; ".join(messages) or "the run failed"
 
 
+def _ran(instance: dg.DagsterInstance, sensor: str, run_key: str | None) -> bool:
+    if not run_key:
+        return False
+    tags = {"dagster/sensor_name": sensor, "dagster/run_key": run_key}
+    return bool(instance.get_run_records(filters=dg.RunsFilter(tags=tags), limit=1))
+
+
 def evaluate_sensor(
     defs: dg.Definitions, instance: dg.DagsterInstance, name: str, *, cursor: str | None = None
 ) -> dg.SensorResult:
@@ -128,10 +136,12 @@ def apply_sensor_result(
     for event in result.asset_events or []:
         instance.report_runless_asset_event(event)
     job_name = defs.resolve_sensor_def(name).job_name
-    for i, request in enumerate(result.run_requests or [], start=1):
+    # Like the daemon, run a run key once: the sensors repeat requests they cannot confirm.
+    requests = [r for r in result.run_requests or [] if not _ran(instance, name, r.run_key)]
+    for i, request in enumerate(requests, start=1):
         job = defs.resolve_job_def(request.job_name or job_name)
         if progress:
-            progress(f"{job.name} {request.partition_key} ({i}/{len(result.run_requests or [])})")
+            progress(f"{job.name} {request.partition_key} ({i}/{len(requests)})")
         tags = {**request.tags, "dagster/sensor_name": name}
         if request.run_key:
             tags["dagster/run_key"] = request.run_key

@@ -71,10 +71,11 @@ def media_scan_sensor(
         requests.append(video_partitions.build_add_request(list(plan.add_video_partitions)))
     if plan.delete_video_partitions:
         requests.append(video_partitions.build_delete_request(list(plan.delete_video_partitions)))
-    context.log.info(
-        f"{len(plan.new)} new, {len(plan.changed)} changed, {len(plan.removed)} removed video(s); "
-        f"{len(plan.runs)} run(s) requested"
-    )
+    if plan.new or plan.changed or plan.removed:
+        context.log.info(
+            f"{len(plan.new)} new, {len(plan.changed)} changed, {len(plan.removed)} removed "
+            f"video(s); {len(plan.runs)} run(s) requested"
+        )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(run_key=r.run_key, partition_key=r.episode_id) for r in plan.runs

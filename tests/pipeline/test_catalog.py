@@ -48,11 +48,22 @@ def test_new_files_become_partitions_and_runs_in_one_plan() -> None:
     assert all(r.found_at == T1 for r in plan.upserts)
 
 
-def test_unchanged_files_with_partitions_are_not_requested_again() -> None:
+def test_unchanged_decoded_files_with_partitions_are_not_requested_again() -> None:
     files = [scanned(1), scanned(2)]
-    cat = {f.episode_id: catalogued(f) for f in files}
+    cat = {f.episode_id: catalogued(f, audio_version="a") for f in files}
     plan = plan_scan(files, cat, video_partitions=set(cat), season_partitions={"showa-s01"}, now=T1)
     assert plan.is_empty
+
+
+def test_a_video_never_decoded_is_requested_again_under_the_same_run_key() -> None:
+    f = scanned(1)
+    first = plan_scan([f], {}, video_partitions=set(), season_partitions=set(), now=T0)
+    cat = {f.episode_id: first.upserts[0]}
+    again = plan_scan(
+        [f], cat, video_partitions={f.episode_id}, season_partitions={"showa-s01"}, now=T1
+    )
+    assert again.runs == first.runs
+    assert not again.upserts and not again.add_video_partitions
 
 
 def test_a_missing_partition_is_added_and_run_even_when_the_catalog_knows_the_video() -> None:
@@ -89,7 +100,10 @@ def test_a_changed_file_gets_a_new_run_key_and_keeps_what_was_recorded() -> None
 
 def test_a_vanished_video_is_marked_removed_and_its_partition_deleted() -> None:
     a, b = scanned(1), scanned(2)
-    cat = {a.episode_id: catalogued(a), b.episode_id: catalogued(b)}
+    cat = {
+        a.episode_id: catalogued(a, audio_version="x"),
+        b.episode_id: catalogued(b, audio_version="y"),
+    }
     plan = plan_scan([a], cat, video_partitions=set(cat), season_partitions={"showa-s01"}, now=T1)
     assert plan.removed == (b.episode_id,)
     assert plan.delete_video_partitions == (b.episode_id,)

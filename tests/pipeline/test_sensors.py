@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from citywok_pipeline.definitions import build_definitions
-from citywok_pipeline.embedded import apply_sensor_result, evaluate_sensor
+from citywok_pipeline.embedded import PassReport, apply_sensor_result, evaluate_sensor
 from citywok_pipeline.resources import SeasonFoldersResource
 
 from .conftest import Pipeline
@@ -34,15 +34,28 @@ def test_new_videos_get_partitions_and_runs_in_one_sensor_result(pipeline: Pipel
     assert all(e.asset_key == dg.AssetKey("source_media") for e in result.asset_events or [])
 
 
-def test_the_scan_does_not_request_known_videos_twice(pipeline: Pipeline) -> None:
+def test_pending_videos_are_requested_again_under_the_same_run_keys_until_they_ran(
+    pipeline: Pipeline,
+) -> None:
     first = evaluate_sensor(pipeline.defs, pipeline.instance, "media_scan_sensor")
     for request in first.dynamic_partitions_requests or []:
         pipeline.instance.add_dynamic_partitions(
             request.partitions_def_name, list(request.partition_keys)
         )
+    # Partitions added, runs not run yet (lost, or still queued): the same keys come back,
+    # which the daemon drops if it has them already.
     second = evaluate_sensor(pipeline.defs, pipeline.instance, "media_scan_sensor")
-    assert not second.run_requests and not second.dynamic_partitions_requests
-    assert "nothing new" in (second.skip_reason.skip_message or "")  # type: ignore[union-attr]
+    assert not second.dynamic_partitions_requests
+    assert {r.run_key for r in second.run_requests or []} == {
+        r.run_key for r in first.run_requests or []
+    }
+
+    report = PassReport()
+    apply_sensor_result(pipeline.defs, pipeline.instance, "media_scan_sensor", second, report)
+    assert len(report.runs) == 4 and not report.failures
+    third = evaluate_sensor(pipeline.defs, pipeline.instance, "media_scan_sensor")
+    assert not third.run_requests and not third.dynamic_partitions_requests
+    assert "nothing new" in (third.skip_reason.skip_message or "")  # type: ignore[union-attr]
 
 
 def test_a_wiped_instance_gets_its_partitions_back_from_the_scan(pipeline: Pipeline) -> None:
@@ -61,8 +74,6 @@ def test_the_season_sensor_waits_for_fingerprints_then_requests_each_season_once
     assert evaluate_sensor(
         pipeline.defs, pipeline.instance, "season_snapshot_sensor"
     ).run_requests in (None, [])
-    from citywok_pipeline.embedded import PassReport
-
     report = PassReport()
     scan = evaluate_sensor(pipeline.defs, pipeline.instance, "media_scan_sensor")
     apply_sensor_result(pipeline.defs, pipeline.instance, "media_scan_sensor", scan, report)
