@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	@command -v ffmpeg >/dev/null 2>&1 || $(MAKE) --no-print-directory system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints/cpu.txt -e '.[dev]'
 	touch $(STAMP)
 
 # ffmpeg decodes everything; espeak-ng speaks the generated test and demo episodes.

@@ -185,7 +185,7 @@ def _decide(
     own = best_events.difference(*(events[i] for i in peers))
     if len(own) >= max(mp.min_score, mp.own_evidence * len(best_events)):
         return [best], False
-    return [best, *(sig[i] for i in peers)], True
+    return [best, *sorted((sig[i] for i in peers), key=lambda c: -c.score)], True
 
 
 def match_samples(

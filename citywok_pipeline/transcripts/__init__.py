@@ -1,0 +1,8 @@
+"""The transcript side of the core: transcription, segment embeddings and search records.
+
+Dagster-free, like ``fingerprint`` and ``snapshot``: the assets are thin wrappers over it.
+"""
+
+from .records import SearchHit, Segment, Transcript, Word
+
+__all__ = ["SearchHit", "Segment", "Transcript", "Word"]
