@@ -3,6 +3,14 @@
 Dagster-free, like ``fingerprint`` and ``snapshot``: the assets are thin wrappers over it.
 """
 
+from .errors import ModelNotFoundError, TranscriptError
 from .records import SearchHit, Segment, Transcript, Word
 
-__all__ = ["SearchHit", "Segment", "Transcript", "Word"]
+__all__ = [
+    "ModelNotFoundError",
+    "SearchHit",
+    "Segment",
+    "Transcript",
+    "TranscriptError",
+    "Word",
+]
