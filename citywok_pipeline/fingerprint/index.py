@@ -51,7 +51,8 @@ class PostingArrays:
         """The key of every posting (materialised for CSR: for rebuilds and checks only)."""
         if self.offsets is None:
             return self.keys
-        return np.repeat(self.keys, np.diff(self.offsets.astype(np.int64)))
+        counts: np.ndarray = np.diff(self.offsets.astype(np.int64))
+        return np.repeat(self.keys, counts)
 
     def to_csr(self) -> PostingArrays:
         """The same postings with each distinct key stored once."""
