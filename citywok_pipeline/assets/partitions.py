@@ -23,6 +23,26 @@ SNAPSHOT_CODE_VERSION = f"shard-{params_version(PARAMS)}-1"
 
 RETRY = dg.RetryPolicy(max_retries=2, delay=2.0, backoff=dg.Backoff.EXPONENTIAL)
 
+# Transcripts follow the transcriber's output format; a model change shows in the metadata.
+TRANSCRIPT_CODE_VERSION = "transcript-1"
+
+# The GPU steps (transcript, segment_embeddings): the pool `gpu` (its limit is the number of
+# GPUs; the embedded dagster.yaml runs every unconfigured pool one step at a time), the Celery
+# queue `gpu` (workers started with `-q gpu`) and, with the Kubernetes executor, one
+# `nvidia.com/gpu` per step's pod. With no GPU present they run on the CPU.
+GPU_POOL = "gpu"
+GPU_OP_TAGS: dict[str, object] = {
+    "dagster-celery/queue": "gpu",
+    "dagster-k8s/config": {
+        "container_config": {
+            "resources": {
+                "limits": {"nvidia.com/gpu": "1"},
+                "requests": {"nvidia.com/gpu": "1"},
+            }
+        }
+    },
+}
+
 
 def raw_audio_key(episode_id: str) -> str:
     return f"raw_audio/{episode_id}.flac"
@@ -30,6 +50,11 @@ def raw_audio_key(episode_id: str) -> str:
 
 def fingerprints_key(episode_id: str) -> str:
     return f"fingerprints/{episode_id}.cwfp.zst"
+
+
+def transcript_key(episode_id: str) -> str:
+    """The zstd-compressed ``Transcript.to_json`` of a video."""
+    return f"transcripts/{episode_id}.json.zst"
 
 
 def shard_key(season: str) -> str:
