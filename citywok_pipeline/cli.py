@@ -188,8 +188,13 @@ def info(snapshot_dir: Path, as_json: bool) -> None:
 @click.argument("snapshot_dir", type=click.Path(path_type=Path))
 def verify(snapshot_dir: Path) -> None:
     """Check every shard's consistency and checksums; exit 1 if anything is wrong."""
-    from .snapshot import verify_snapshot
+    from .snapshot import shard_paths, verify_snapshot
 
+    # Nothing to check is bad input (exit 2), not a failed check.
+    if not snapshot_dir.is_dir():
+        _fail(f"{snapshot_dir}: no such snapshot directory")
+    if not shard_paths(snapshot_dir):
+        _fail(f"{snapshot_dir}: no shards here; build one with `citywok index`")
     problems = verify_snapshot(snapshot_dir)
     for p in problems:
         click.echo(f"citywok: {p}", err=True)

@@ -387,12 +387,43 @@ def _failure_reason(src: _Input, returncode: int, stderr: str, timeout_s: float 
         return f"file not found{said}"
     if "permission denied" in text:
         return f"permission denied{said}"
+    # A demuxer picked by the file's extension fails on an HTML error page or a note saved
+    # under an audio name (what a failed download leaves behind): say so instead of "corrupt".
+    if _looks_like_text(_head(src)):
+        return f"not an audio file: it looks like text{said}"
     # A bare "Invalid data" means no demuxer recognised the input at all; a demuxer that
     # did recognise it and then failed (say "moov atom not found") signals a damaged file.
     recognised = any(_DEMUXER_LINE.match(line.strip()) for line in stderr.splitlines())
     if "invalid data found when processing input" in text and not recognised:
         return f"not an audio file: no format ffmpeg knows{said}"
     return f"truncated or corrupt{said}"
+
+
+def _head(src: _Input, size: int = 1024) -> bytes:
+    """The input's first bytes, where they can be had without fetching anything."""
+    if src.data is not None:
+        return src.data[:size]
+    if not src.local:
+        return b""
+    try:
+        with open(src.arg.removeprefix("file:"), "rb") as f:
+            return f.read(size)
+    except OSError:
+        return b""
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """True for UTF-8 text with no control bytes beyond whitespace (no audio format is)."""
+    if not head or b"\0" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the sample is still text.
+        if exc.start < len(head) - 3:
+            return False
+        text = head[: exc.start].decode("utf-8")
+    return all(c.isprintable() or c in "\t\r\n\f" for c in text)
 
 
 def _no_audio_reason(src: _Input, timeout_s: float | None) -> str:
