@@ -76,6 +76,11 @@ class Snapshot:
         self._bases = bases[:-1]
         self.total_frames = sum(e.duration_s / self.params.frame_seconds for e in self.episodes)
 
+    @property
+    def n_segments(self) -> int:
+        """Transcript segments in every shard (0 when built with fingerprints only)."""
+        return sum(s.n_segments for s in self.shards)
+
     def lookup(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Hits of ``query`` keys in every shard: (query index, global episode, frame)."""
         parts = []
@@ -96,6 +101,7 @@ class Snapshot:
                 "episodes": len(s.episodes),
                 "postings": int(s.meta["n_postings"]),
                 "unique_keys": int(s.meta.get("n_unique_keys", 0)),
+                "segments": s.n_segments,
                 "hours": round(float(s.meta.get("duration_s", 0.0)) / 3600, 3),
                 "bytes": s.path.stat().st_size,
                 "built_at": s.meta["built_at"],
@@ -109,6 +115,7 @@ class Snapshot:
             "shards": shards,
             "episodes": len(self.episodes),
             "postings": sum(x["postings"] for x in shards),
+            "segments": self.n_segments,
             "hours": round(hours, 3),
             "bytes": total_bytes,
             "bytes_per_hour": round(total_bytes / hours) if hours else None,

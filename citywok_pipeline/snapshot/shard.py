@@ -9,6 +9,10 @@ into place):
 - ``keys``, ``packed`` and, in the CSR layout, ``offsets``: the posting arrays
   (:class:`PostingArrays`), raw little-endian uint32, read in place from the map with zero
   copies. The layout (``flat`` or ``csr``, in the metadata) is whichever is smaller.
+- ``seg_*``, when the season has transcripts: its segments, their vectors and an inverted-file
+  index over them (:mod:`.segments`); the metadata's ``segments`` section says how many, of
+  which embedding model and quantisation, with their checksums. A shard without them (built
+  with fingerprints only) has ``"segments": null``.
 
 The posting arrays are not zstd-compressed: lookups touch random places in them, and a
 compressed block would have to be inflated on every query; measured in
@@ -35,6 +39,14 @@ from ..fingerprint.hashes import Hashes
 from ..fingerprint.index import PostingArrays, build_postings
 from ..fingerprint.params import FingerprintParams
 from ..fingerprint.records import Episode
+from .segments import (
+    SEGMENT_KEYS,
+    SegmentTable,
+    ShardSegments,
+    check_segments,
+    decode_segments,
+    encode_segments,
+)
 
 FORMAT = "citywok-shard"
 FORMAT_VERSION = 1
@@ -78,8 +90,12 @@ def write_shard(
     hashes: Sequence[Hashes],
     params: FingerprintParams,
     extra: dict[str, Any] | None = None,
+    segments: SegmentTable | None = None,
 ) -> ShardInfo:
     """Build a shard beside ``path`` and rename it into place.
+
+    ``segments`` are the season's transcript segments with their vectors (``episode`` indexes
+    ``episodes``); ``None`` builds a fingerprints-only shard.
 
     A crash at any point leaves whatever was at ``path`` before untouched; readers that have
     the old file open keep reading the old file.
@@ -103,6 +119,11 @@ def write_shard(
     episodes_b = zstandard.ZstdCompressor(level=10).compress(
         json.dumps([e.to_dict() for e in episodes]).encode()
     )
+    seg_values: dict[str, bytes] = {}
+    seg_meta: dict[str, Any] | None = None
+    if segments is not None:
+        seg_values, seg_meta = encode_segments(segments, len(episodes))
+        seg_meta["checksums"] = {k: _checksum(v) for k, v in seg_values.items()}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -121,12 +142,13 @@ def write_shard(
             "offsets": _checksum(offsets_b),
             "episodes": _checksum(episodes_b),
         },
+        "segments": seg_meta,
         "extra": extra or {},
     }
     meta_b = json.dumps(meta, sort_keys=True).encode()
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     map_size = 2 * (len(keys_b) + len(packed_b) + len(offsets_b) + len(episodes_b) + len(meta_b))
-    map_size += 1 << 20
+    map_size += 2 * sum(len(v) for v in seg_values.values()) + (1 << 20)
     try:
         env = lmdb.open(
             str(tmp), subdir=False, map_size=map_size, lock=False, readahead=False, meminit=False
@@ -138,6 +160,8 @@ def write_shard(
                 if offsets_b:
                     txn.put(b"offsets", offsets_b)
                 txn.put(b"episodes", episodes_b)
+                for name, value in seg_values.items():
+                    txn.put(name.encode(), value)
                 txn.put(b"meta", meta_b)
             env.sync(True)
         finally:
@@ -172,10 +196,31 @@ class Shard:
     _env: Any = field(repr=False)
     _txn: Any = field(repr=False)
     _postings: PostingArrays | None = field(default=None, repr=False)
+    _segments: ShardSegments | None = field(default=None, repr=False)
 
     @property
     def season(self) -> str:
         return str(self.meta["season"])
+
+    @property
+    def n_segments(self) -> int:
+        """Transcript segments in the shard (0 for a fingerprints-only shard)."""
+        seg = self.meta.get("segments")
+        return int(seg["n"]) if seg else 0
+
+    @property
+    def segments(self) -> ShardSegments | None:
+        """The season's transcript segments, read in place; ``None`` without transcripts."""
+        seg_meta = self.meta.get("segments")
+        if not seg_meta:
+            return None
+        if self._segments is None:
+            try:
+                values = {k: self._txn.get(k.encode()) for k in SEGMENT_KEYS}
+                self._segments = decode_segments(values, seg_meta)
+            except (lmdb.Error, ValueError, KeyError) as exc:
+                raise SnapshotError(f"{self.path}: corrupt shard segments ({exc})") from exc
+        return self._segments
 
     @property
     def postings(self) -> PostingArrays:
@@ -193,6 +238,7 @@ class Shard:
 
     def close(self) -> None:
         self._postings = None
+        self._segments = None
         self._txn.abort()
         self._env.close()
 
@@ -278,8 +324,18 @@ def verify_shard(path: str | os.PathLike[str]) -> list[str]:
             value = txn.get(name.encode())
             if value is None or _checksum(value) != meta["checksums"][name]:
                 problems.append(f"{path}: checksum mismatch in {name!r}: the file is corrupt")
+        seg_meta = meta.get("segments")
+        for name, expected in (seg_meta or {}).get("checksums", {}).items():
+            value = txn.get(name.encode())
+            if value is None or _checksum(value) != expected:
+                problems.append(f"{path}: checksum mismatch in {name!r}: the file is corrupt")
         if problems:
             return problems
+        if seg_meta and shard.segments is not None:
+            problems.extend(
+                f"{path}: {p}"
+                for p in check_segments(shard.segments, seg_meta, len(shard.episodes))
+            )
         p = shard.postings
         if p.packed.size != meta["n_postings"]:
             problems.append(f"{path}: posting arrays disagree with the metadata on their length")
