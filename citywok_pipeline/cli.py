@@ -161,6 +161,91 @@ def match(snapshot_dir: Path, clips: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("args", nargs=-1, required=True, metavar="[SNAPSHOT_DIR] TEXT")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per segment per line.")
+@click.option(
+    "--limit", "-n", type=click.IntRange(min=1, max=1000), default=10, show_default=True,
+    help="At most this many segments.",
+)  # fmt: skip
+@click.option(
+    "--keyword", "-k", "keywords", multiple=True,
+    help="Only segments holding this word or phrase (whole words, any case); repeatable.",
+)  # fmt: skip
+@click.option(
+    "--database", metavar="URL", envvar="CITYWOK_DATABASE_URL", default=None,
+    help="Search the transcript database (Postgres with pgvector) instead of a snapshot "
+    "[env CITYWOK_DATABASE_URL].",
+)  # fmt: skip
+@click.option(
+    "--model", "model_path", type=click.Path(path_type=Path),
+    envvar="CITYWOK_EMBEDDING_MODEL_PATH", default=None,
+    help="The sentence-transformers folder the segments were embedded with "
+    "[env CITYWOK_EMBEDDING_MODEL_PATH; default: the packaged all-MiniLM-L6-v2].",
+)  # fmt: skip
+@click.option("--exact", is_flag=True, help="Score every segment (no inverted-list shortcut).")
+def search(
+    args: tuple[str, ...],
+    as_json: bool,
+    limit: int,
+    keywords: tuple[str, ...],
+    database: str | None,
+    model_path: Path | None,
+    exact: bool,
+) -> None:
+    """Find where something is said: transcript segments nearest TEXT in meaning, best first.
+
+    Searches the snapshot in SNAPSHOT_DIR, or with --database the transcript database (then
+    give TEXT alone). With --json: {"episode_id", "source", "start_s", "end_s", "text",
+    "score"} per line, score being the cosine similarity.
+    """
+    from .snapshot import SnapshotError
+    from .transcripts.embedder import load_embedder
+    from .transcripts.errors import TranscriptError
+
+    want = 1 if database else 2
+    if len(args) != want:
+        _fail(
+            "give TEXT alone with --database"
+            if database
+            else "give SNAPSHOT_DIR and TEXT (or --database URL and TEXT)"
+        )
+    text = args[-1]
+    snap = None if database else _open_snapshot(args[0])
+    try:
+        embedder = load_embedder(model_path)
+        if database:
+            from .transcripts.postgres import search_text
+
+            hits = search_text(
+                database, text, embedder=embedder, limit=limit, keyword=list(keywords) or None
+            )
+        else:
+            from .transcripts.search import SegmentSearcher
+
+            with snap:
+                if not snap.n_segments:
+                    click.echo(
+                        f"citywok: {args[0]} holds no transcript segments "
+                        "(built with --fingerprints-only?)",
+                        err=True,
+                    )
+                searcher = SegmentSearcher(snap, embedder)
+                hits = searcher.search(text, limit=limit, keywords=keywords, exact=exact)
+    except (TranscriptError, SnapshotError) as exc:
+        _fail(str(exc))
+    for hit in hits:
+        if as_json:
+            click.echo(json.dumps(hit.to_dict(), ensure_ascii=False))
+        else:
+            click.echo(
+                f"{hit.score:6.3f}  {hit.episode_id}  {hit.start_s:8.2f}-{hit.end_s:.2f} s  "
+                f"{hit.text}  ({hit.source})"
+            )
+    if not hits and not as_json:
+        click.echo("no segments found", err=True)
+
+
+@main.command()
 @click.argument("snapshot_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the details as JSON.")
 def info(snapshot_dir: Path, as_json: bool) -> None:

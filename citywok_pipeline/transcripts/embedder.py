@@ -73,11 +73,19 @@ def _load(path: str, device: str, batch_size: int) -> Embedder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    # transformers draws a "Loading weights" bar on stderr, which would land in the CLI's
+    # output and the step logs: loading is quick, so it goes.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model = SentenceTransformer(path, device=device, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(path, f"not a sentence-transformers model ({exc})") from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     get_dim = (
         getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     )
