@@ -309,19 +309,15 @@ def _create_schema(conn: psycopg.Connection[Any], dim: int) -> None:
 
 
 def _register(conn: psycopg.Connection[Any]) -> None:
+    """Teach the connection pgvector's types (once: it costs a few catalog queries)."""
     from pgvector.psycopg import register_vector
 
-    register_vector(conn)
+    if conn.adapters.types.get("vector") is None:
+        register_vector(conn)
 
 
-def database_info(conn: psycopg.Connection[Any]) -> DatabaseInfo:
-    """The schema row and the row counts.
-
-    Raises
-    ------
-    TranscriptDatabaseError
-        The database holds no transcript tables.
-    """
+def _schema_row(conn: psycopg.Connection[Any]) -> tuple[int, int, str]:
+    """``(version, dim, model)`` of the database; refused when it holds no transcripts."""
     row = conn.execute("SELECT to_regclass('citywok_schema') IS NOT NULL").fetchone()
     if not row or not row[0]:
         raise TranscriptDatabaseError(
@@ -329,12 +325,25 @@ def database_info(conn: psycopg.Connection[Any]) -> DatabaseInfo:
             "materialise transcript_segments into it first"
         )
     schema = conn.execute("SELECT version, dim, model FROM citywok_schema").fetchone()
+    if schema is None:
+        raise TranscriptDatabaseError(f"{_label(conn)}: the citywok_schema table is empty")
+    return int(schema[0]), int(schema[1]), str(schema[2])
+
+
+def database_info(conn: psycopg.Connection[Any]) -> DatabaseInfo:
+    """The schema row and the row counts (a count over every segment: not for hot paths).
+
+    Raises
+    ------
+    TranscriptDatabaseError
+        The database holds no transcript tables.
+    """
+    version, dim, model = _schema_row(conn)
     counts = conn.execute(
         "SELECT (SELECT count(*) FROM videos), (SELECT count(*) FROM transcript_segments)"
     ).fetchone()
-    if schema is None or counts is None:
-        raise TranscriptDatabaseError(f"{_label(conn)}: the citywok_schema table is empty")
-    return DatabaseInfo(int(schema[0]), int(schema[1]), str(schema[2]), *map(int, counts))
+    assert counts is not None
+    return DatabaseInfo(version, dim, model, int(counts[0]), int(counts[1]))
 
 
 def searchable_segments(transcript: Transcript) -> list[Segment]:
@@ -523,11 +532,11 @@ def search(
             f"the query vector must be one finite, non-zero row, got shape {query.shape}"
         )
     with _connection(url_or_conn) as conn:
-        info = database_info(conn)
-        if query.size != info.dim:
+        _, dim, model = _schema_row(conn)
+        if query.size != dim:
             raise TranscriptDatabaseError(
-                f"{_label(conn)}: a {query.size}-d query for {info.dim}-d embeddings"
-                f"{f' ({info.model})' if info.model else ''}"
+                f"{_label(conn)}: a {query.size}-d query for {dim}-d embeddings"
+                f"{f' ({model})' if model else ''}"
             )
         _register(conn)
         where = sql.SQL(" AND ").join(
@@ -553,12 +562,13 @@ def search(
             """
         ).format(nearest=nearest)
         with conn.transaction():
-            conn.execute(
-                "SELECT set_config('hnsw.ef_search', %s, true)", (str(max(ef_search, limit)),)
-            )
             # With a keyword the planner may still walk the HNSW graph and filter; let it keep
             # walking until enough rows pass, in distance order.
-            conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
+            conn.execute(
+                "SELECT set_config('hnsw.ef_search', %s, true), "
+                "set_config('hnsw.iterative_scan', 'strict_order', true)",
+                (str(max(ef_search, limit)),),
+            )
             rows = conn.execute(query_sql, (query, *keywords, limit)).fetchall()
     return [
         SearchHit(
@@ -595,10 +605,10 @@ def search_text(
     if not text or not text.strip():
         raise TranscriptError("the search text is empty")
     with _connection(url) as conn:
-        info = database_info(conn)
-        if info.model and (info.model, info.dim) != (embedder.model_name, embedder.dim):
+        _, dim, model = _schema_row(conn)
+        if model and (model, dim) != (embedder.model_name, embedder.dim):
             raise TranscriptDatabaseError(
-                f"{_label(conn)}: segments were embedded with {info.model} ({info.dim}-d), but "
+                f"{_label(conn)}: segments were embedded with {model} ({dim}-d), but "
                 f"the query model is {embedder.model_name} ({embedder.dim}-d); "
                 "search with the model that filled the database"
             )
