@@ -33,6 +33,7 @@ from .resources import (
     S3ArtefactStore,
     SeasonFoldersResource,
     SnapshotDirectoryResource,
+    TranscriberResource,
 )
 from .sensors import SCHEDULES, SENSORS
 
@@ -66,6 +67,17 @@ def artefact_store_for(env: Mapping[str, str]) -> ArtefactStore:
     return LocalArtefactStore()
 
 
+def transcriber_for(env: Mapping[str, str]) -> TranscriberResource:
+    """The transcriber: ``CITYWOK_ASR_BACKEND`` (auto), ``CITYWOK_ASR_MODEL_PATH`` (the packaged
+    tiny.en), ``CITYWOK_ASR_ALIGN_MODEL_PATH`` and ``CITYWOK_HF_TOKEN`` (whisperx), when set."""
+    return TranscriberResource(
+        backend=_env(env, "CITYWOK_ASR_BACKEND") or "auto",
+        model_path=_env(env, "CITYWOK_ASR_MODEL_PATH"),
+        align_model_path=_env(env, "CITYWOK_ASR_ALIGN_MODEL_PATH"),
+        diarize_token=_env(env, "CITYWOK_HF_TOKEN"),
+    )
+
+
 def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
     """Every resource the assets, checks and sensors use, configured from ``env``."""
     return {
@@ -73,6 +85,7 @@ def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
         "catalog": CatalogResource(),
         "artefacts": artefact_store_for(env),
         "snapshots": SnapshotDirectoryResource(),
+        "transcriber": transcriber_for(env),
     }
 
 

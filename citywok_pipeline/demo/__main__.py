@@ -46,6 +46,7 @@ def materialise(home: Path, media: Path) -> bool:
         LocalArtefactStore,
         SeasonFoldersResource,
         SnapshotDirectoryResource,
+        TranscriberResource,
     )
 
     defs = build_definitions(
@@ -54,6 +55,7 @@ def materialise(home: Path, media: Path) -> bool:
             "catalog": CatalogResource(),
             "artefacts": LocalArtefactStore(),
             "snapshots": SnapshotDirectoryResource(),
+            "transcriber": TranscriberResource(),
         }
     )
     started = time.perf_counter()
@@ -64,7 +66,7 @@ def materialise(home: Path, media: Path) -> bool:
     for name, reason in report.skipped.items():
         say(f"   {name}: {reason}")
     say(
-        f"   {sum(r.success for r in videos)}/{len(videos)} video run(s) (raw_audio, fingerprints) and "
+        f"   {sum(r.success for r in videos)}/{len(videos)} video run(s) (raw_audio, fingerprints, transcript) and "
         f"{sum(r.success for r in seasons)}/{len(seasons)} season run(s) (season_snapshot + check) "
         f"succeeded in {time.perf_counter() - started:.1f} s"
     )

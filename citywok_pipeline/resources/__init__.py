@@ -10,6 +10,7 @@ from .artefacts import (
 from .catalog import CatalogResource
 from .media import SeasonFoldersResource, SourceScan
 from .snapshots import SnapshotDirectoryResource
+from .transcriber import TranscriberResource
 
 __all__ = [
     "ArtefactNotFoundError",
@@ -21,4 +22,5 @@ __all__ = [
     "SnapshotDirectoryResource",
     "SourceScan",
     "StoredArtefact",
+    "TranscriberResource",
 ]

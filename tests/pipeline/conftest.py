@@ -29,6 +29,7 @@ from citywok_pipeline.resources import (
     LocalArtefactStore,
     SeasonFoldersResource,
     SnapshotDirectoryResource,
+    TranscriberResource,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +96,8 @@ class Pipeline:
             "catalog": CatalogResource(path=str(self.catalog_path)),
             "artefacts": self.artefacts,
             "snapshots": SnapshotDirectoryResource(path=str(self.snapshot)),
+            # The packaged tiny.en on the CPU (loaded once per test process).
+            "transcriber": TranscriberResource(backend="faster-whisper", device="cpu"),
         }
 
     @property
