@@ -1,0 +1,97 @@
+"""A channel's full upload list through yt-dlp (a flat playlist: no page per video).
+
+The feed only lists the newest 15 uploads and has been down for days at a time; this listing
+is how a channel's history is backfilled and how missed uploads are found.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import urllib.parse
+from typing import Any
+
+from .download import classify_download_error
+from .feed import Upload
+
+DEFAULT_LISTING_URL = "https://www.youtube.com/channel/{channel_id}/videos"
+_VIDEO_ID_RE = re.compile(r"^[0-9A-Za-z_-]{11}$")
+
+
+def channel_listing_url(channel_id: str, template: str = DEFAULT_LISTING_URL) -> str:
+    """The listing page of ``channel_id`` (``template`` has a ``{channel_id}`` field)."""
+    if "{channel_id}" not in template:
+        raise ValueError(f"the channel listing URL {template!r} has no {{channel_id}} field")
+    return template.format(channel_id=urllib.parse.quote(channel_id, safe=""))
+
+
+def _video_id(entry: dict[str, Any]) -> str | None:
+    candidate = str(entry.get("id") or "")
+    if _VIDEO_ID_RE.match(candidate):
+        return candidate
+    url = str(entry.get("url") or "")
+    parsed = urllib.parse.urlparse(url)
+    v = urllib.parse.parse_qs(parsed.query).get("v", [""])[0]
+    if _VIDEO_ID_RE.match(v):
+        return v
+    stem = parsed.path.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
+    return stem if _VIDEO_ID_RE.match(stem) else None
+
+
+def _published(entry: dict[str, Any]) -> str:
+    if entry.get("timestamp"):
+        ts = datetime.datetime.fromtimestamp(float(entry["timestamp"]), datetime.UTC)
+        return ts.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    date = str(entry.get("upload_date") or "")
+    if re.fullmatch(r"\d{8}", date):
+        return f"{date[:4]}-{date[4:6]}-{date[6:]}T00:00:00+00:00"
+    return ""
+
+
+def list_channel(url: str, *, channel_id: str, timeout_s: float = 60.0) -> list[Upload]:
+    """Every video the listing at ``url`` names, in its order (newest first on YouTube).
+
+    Entries without a recognisable video id are left out. Errors are those of
+    :func:`~.download.classify_download_error` (a rate limit is a ``RateLimitedError``).
+    """
+    import yt_dlp
+
+    from .download import _QuietLogger
+
+    options: dict[str, Any] = {
+        "extract_flat": "in_playlist",
+        "quiet": True,
+        "no_warnings": True,
+        "logger": _QuietLogger(),
+        "socket_timeout": timeout_s,
+        "cachedir": False,
+    }
+    try:
+        with yt_dlp.YoutubeDL(options) as ydl:
+            info = ydl.extract_info(url, download=False)
+    except yt_dlp.utils.DownloadError as exc:
+        raise classify_download_error(url, str(exc)) from exc
+    entries = (info or {}).get("entries") or []
+    channel_title = str((info or {}).get("channel") or (info or {}).get("title") or "")
+    uploads = []
+    for entry in entries:
+        if not entry:
+            continue
+        video_id = _video_id(entry)
+        if video_id is None:
+            continue
+        link = str(entry.get("url") or f"https://www.youtube.com/watch?v={video_id}")
+        uploads.append(
+            Upload(
+                video_id=video_id,
+                channel_id=channel_id,
+                title=str(entry.get("title") or video_id),
+                url=link,
+                published=_published(entry),
+                channel_title=channel_title,
+                is_short="/shorts/" in link,
+                live_status=entry.get("live_status"),
+                duration_s=float(entry["duration"]) if entry.get("duration") else None,
+            )
+        )
+    return uploads
