@@ -6,8 +6,10 @@ audio, a missing snapshot, bad arguments), after doing everything that could be 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,12 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def _open_snapshot(snapshot_dir: str):  # type: ignore[no-untyped-def]
+    from .publishing.local import resolve_snapshot_dir
     from .snapshot import Snapshot, SnapshotError
 
     try:
-        return Snapshot.open(snapshot_dir)
+        # A pull directory is read through DIR/current; a plain one as it is.
+        return Snapshot.open(resolve_snapshot_dir(snapshot_dir))
     except SnapshotError as exc:
         _fail(str(exc))
 
@@ -286,6 +290,178 @@ def verify(snapshot_dir: Path) -> None:
     if problems:
         sys.exit(EXIT_CHECK_FAILED)
     click.echo(f"{snapshot_dir}: ok")
+
+
+def _bucket(url: str):  # type: ignore[no-untyped-def]
+    from .publishing import BucketError, open_bucket
+
+    try:
+        return open_bucket(url)
+    except BucketError as exc:
+        _fail(str(exc))
+
+
+@contextlib.contextmanager
+def _bucket_errors(url: str) -> Iterator[None]:
+    """S3 failures (unreachable endpoint, bad keys, no bucket) as one clear line, exit 2."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from .publishing import ManifestError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError, ManifestError) as exc:
+        _fail(f"{url}: {exc}")
+
+
+@main.command()
+@click.argument("snapshot_dir", type=click.Path(path_type=Path))
+@click.argument("bucket_url")
+def publish(snapshot_dir: Path, bucket_url: str) -> None:
+    """Publish SNAPSHOT_DIR to BUCKET_URL as a new version; print the version id last.
+
+    BUCKET_URL is file:///path or s3://bucket/prefix (endpoint and keys from
+    CITYWOK_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY). Only shards the
+    bucket lacks are uploaded; latest.json moves last. Publishing an unchanged snapshot
+    prints the latest version again. Exit 1 when another publisher moved latest first.
+    """
+    from .publishing import (
+        PublishConflictError,
+        PublishError,
+        publish_snapshot,
+        resolve_snapshot_dir,
+    )
+
+    bucket = _bucket(bucket_url)
+    try:
+        with _bucket_errors(bucket_url):
+            result = publish_snapshot(resolve_snapshot_dir(snapshot_dir), bucket)
+    except PublishConflictError as exc:
+        _fail(str(exc), EXIT_CHECK_FAILED)
+    except PublishError as exc:
+        _fail(str(exc))
+    click.echo(
+        f"published {result.version}: {len(result.uploaded)} shard(s) uploaded, "
+        f"{len(result.reused)} already there"
+        if result.created
+        else f"unchanged: {snapshot_dir} is already {result.version}",
+        err=True,
+    )
+    click.echo(result.version)
+
+
+@main.command()
+@click.argument("bucket_url")
+@click.option(
+    "--to",
+    "pull_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local directory: versions side by side, DIR/current the one in use.",
+)
+@click.option("--version", "version", default=None, help="Version id [default: latest].")
+@click.option(
+    "--keep", type=click.IntRange(min=1), default=3, show_default=True,
+    help="Local versions kept (older ones and their unshared shards are deleted).",
+)  # fmt: skip
+def pull(bucket_url: str, pull_dir: Path, version: str | None, keep: int) -> None:
+    """Fetch a published version into DIR and switch DIR/current to it; print its id last.
+
+    Only missing shards are downloaded; every one is checked against the manifest's sha256.
+    A corrupted or truncated download is rejected (exit 1) and the previous version stays.
+    """
+    from .publishing import IntegrityError, PullError, pull_version
+
+    bucket = _bucket(bucket_url)
+    try:
+        with _bucket_errors(bucket_url):
+            result = pull_version(bucket, pull_dir, version=version, keep_local=keep)
+    except IntegrityError as exc:
+        _fail(str(exc), EXIT_CHECK_FAILED)
+    except PullError as exc:
+        _fail(str(exc))
+    click.echo(
+        f"pulled {result.version} into {result.path}: {len(result.downloaded)} shard(s) "
+        f"downloaded, {len(result.reused)} reused"
+        + ("" if result.switched else " (already current)"),
+        err=True,
+    )
+    click.echo(result.version)
+
+
+@main.command()
+@click.argument("bucket_url")
+@click.option(
+    "--keep", type=click.IntRange(min=1), default=5, show_default=True,
+    help="Newest versions kept (the latest always is).",
+)  # fmt: skip
+@click.option(
+    "--grace", "grace_s", type=click.FloatRange(min=0), default=3600, show_default=True,
+    help="Seconds an unreferenced blob is left alone (a publish may be in flight).",
+)  # fmt: skip
+def prune(bucket_url: str, keep: int, grace_s: float) -> None:
+    """Delete old versions from BUCKET_URL and every shard no kept version references."""
+    from .publishing import prune_versions
+
+    with _bucket_errors(bucket_url):
+        result = prune_versions(_bucket(bucket_url), keep=keep, grace_s=grace_s)
+    click.echo(
+        f"kept {len(result.kept)} version(s); deleted {len(result.deleted_versions)} "
+        f"version(s) and {len(result.deleted_blobs)} blob(s)"
+    )
+
+
+@main.command()
+@click.argument("source")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Where a BUCKET_URL source is pulled to [default: $CITYWOK_HOME/serve-cache].",
+)  # fmt: skip
+@click.option(
+    "--poll", "poll_s", type=click.FloatRange(min=0), default=5.0, show_default=True,
+    help="Seconds between checks for a new version (0: never).",
+)  # fmt: skip
+@click.option(
+    "--max-upload", "max_upload", type=click.IntRange(min=1), default=20 << 20,
+    show_default=True, help="Largest accepted upload for POST /match, in bytes.",
+)  # fmt: skip
+def serve(
+    source: str, host: str, port: int, cache_dir: Path | None, poll_s: float, max_upload: int
+) -> None:
+    """Serve SOURCE (a snapshot DIR or a BUCKET_URL) over HTTP: POST /match, GET /search,
+    GET /episodes, GET /healthz, docs at /docs.
+
+    A DIR that holds pulled versions is served from DIR/current; a plain directory of shards
+    as it is. New versions (a new DIR/current, a moved latest.json) are swapped in between
+    requests. Read-only: it never starts ingestion.
+    """
+    from .publishing import PullError, is_bucket_url
+    from .serving import BucketSource, DirectorySource, LiveSnapshot
+    from .serving import serve as run_server
+    from .settings import citywok_home
+    from .snapshot import SnapshotError
+
+    src: Any
+    if is_bucket_url(source):
+        src = BucketSource(_bucket(source), cache_dir or citywok_home() / "serve-cache")
+    else:
+        src = DirectorySource(source)
+    try:
+        with _bucket_errors(source):
+            live = LiveSnapshot(src)
+    except (SnapshotError, PullError) as exc:
+        _fail(str(exc))
+    click.echo(
+        f"serving {src.describe()} (version {live.version or 'unpublished'}) on "
+        f"http://{host}:{port}",
+        err=True,
+    )
+    run_server(
+        live, host=host, port=port, max_upload_bytes=max_upload, poll_s=poll_s or None,
+        log_level="warning",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

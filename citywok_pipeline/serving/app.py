@@ -1,0 +1,201 @@
+"""The read-only HTTP API over a live snapshot (FastAPI): match, search, episodes, health.
+
+Nothing here can start ingestion: the server only opens published (or locally built)
+snapshots and swaps to newer ones. OpenAPI docs are at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from ..fingerprint.audio import DecodeError, decode
+from ..fingerprint.matcher import match_samples
+from .live import Held, LiveSnapshot
+
+DEFAULT_MAX_UPLOAD_BYTES = 20 << 20
+DEFAULT_POLL_S = 5.0
+MAX_SEARCH_LIMIT = 100
+
+
+class _Embedder:
+    """The query embedder, loaded once per server (in the background when there are segments
+    at start, so matching answers before the model is in memory)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: Any = None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._value is None:
+                from ..transcripts.embedder import load_embedder
+
+                self._value = load_embedder()
+            return self._value
+
+    def warm_in_background(self) -> None:
+        threading.Thread(target=self.get, name="citywok-embedder", daemon=True).start()
+
+
+def segment_count(snapshot: Any) -> int:
+    """Transcript segments in every shard (0 for a fingerprints-only snapshot)."""
+    return sum(int((s.meta.get("segments") or {}).get("n", 0)) for s in snapshot.shards)
+
+
+def _searcher(held: Held, embedder: _Embedder) -> Any:
+    searcher = held.cache.get("searcher")
+    if searcher is None:
+        try:
+            from ..transcripts.search import SegmentSearcher
+        except ImportError:
+            raise HTTPException(501, "transcript search is not available in this build") from None
+        searcher = held.cache["searcher"] = SegmentSearcher(held.snapshot, embedder.get())
+    return searcher
+
+
+def create_app(
+    live: LiveSnapshot,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    poll_s: float | None = DEFAULT_POLL_S,
+) -> FastAPI:
+    """The API over ``live``; with ``poll_s`` the source is watched for new versions."""
+    started = time.monotonic()
+    embedder = _Embedder()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with live.use() as held:
+            if segment_count(held.snapshot):
+                embedder.warm_in_background()
+        if poll_s:
+            live.watch(poll_s)
+        yield
+        live.close()
+
+    app = FastAPI(
+        title="CityWok",
+        summary="Which episode, and when: audio fingerprint matching and transcript search.",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_upload_bytes + (64 << 10):
+            return JSONResponse(
+                {"detail": f"upload too large: {int(length)} bytes, the limit is "
+                           f"{max_upload_bytes} bytes"},
+                status_code=413,
+            )  # fmt: skip
+        return await call_next(request)
+
+    @app.post("/match", summary="Which episode an audio clip comes from, and at what second")
+    def match(
+        file: Annotated[UploadFile, File(description="Audio in any format ffmpeg reads.")],
+    ) -> dict[str, Any]:
+        """Answers ``{"query", "ambiguous", "matches": [...]}`` (the ``citywok match --json``
+        shape); ``matches`` is empty when the clip is not in the library."""
+        name = file.filename or "upload"
+        data = file.file.read(max_upload_bytes + 1)
+        if not data:
+            raise HTTPException(400, f"{name}: the upload is empty")
+        if len(data) > max_upload_bytes:
+            raise HTTPException(
+                413, f"{name}: upload too large, the limit is {max_upload_bytes} bytes"
+            )
+        with live.use() as held:
+            # Through a file, not a pipe: some containers (mp4/m4a) need to seek to decode.
+            with tempfile.NamedTemporaryFile(suffix=Path(name).suffix[:16]) as tmp:
+                tmp.write(data)
+                tmp.flush()
+                try:
+                    samples = decode(
+                        tmp.name, sample_rate=held.snapshot.params.sample_rate, label=name
+                    )
+                except DecodeError as exc:
+                    raise HTTPException(415, f"not audio ffmpeg can read: {exc}") from None
+            return match_samples(samples, held.snapshot).to_dict(name)
+
+    @app.get("/search", summary="Transcript segments nearest a text, best first")
+    def search(
+        q: Annotated[str, Query(min_length=1, description="What is said, in any words.")],
+        limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = 10,
+    ) -> list[dict[str, Any]]:
+        """A list in the ``citywok search --json`` shape:
+        ``{"episode_id", "source", "start_s", "end_s", "text", "score"}``."""
+        if not q.strip():
+            raise HTTPException(400, "q: the query is blank")
+        with live.use() as held:
+            if not segment_count(held.snapshot):
+                raise HTTPException(
+                    404,
+                    f"version {held.version or 'in use'} holds no transcript segments "
+                    "(built with fingerprints only): there is nothing to search",
+                )
+            hits = _searcher(held, embedder).search(q, limit=limit)
+            return [h.to_dict() for h in hits]
+
+    @app.get("/episodes", summary="Every episode in the version being served")
+    def episodes() -> dict[str, Any]:
+        with live.use() as held:
+            return {
+                "version": held.version,
+                "episodes": [
+                    {
+                        "episode_id": e.episode_id,
+                        "season": e.season,
+                        "show": e.show,
+                        "season_number": e.season_number,
+                        "episode_number": e.episode_number,
+                        "title": e.title,
+                        "source": e.source,
+                        "duration_s": e.duration_s,
+                    }
+                    for e in held.snapshot.episodes
+                ],
+            }
+
+    @app.get("/healthz", summary="Whether the server is serving, which version, and counts")
+    def healthz() -> dict[str, Any]:
+        with live.use() as held:
+            return {
+                "status": "ok",
+                "serving": True,
+                "version": held.version,
+                "source": live.source.describe(),
+                "episodes": len(held.snapshot.episodes),
+                "segments": segment_count(held.snapshot),
+                "shards": len(held.snapshot.shards),
+                "uptime_s": round(time.monotonic() - started, 3),
+                "version_since": held.opened_at,
+                "swaps": live.swaps,
+                "last_refresh_error": live.last_error,
+            }
+
+    return app
+
+
+def serve(
+    live: LiveSnapshot,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    poll_s: float | None = DEFAULT_POLL_S,
+    log_level: str = "info",
+) -> None:
+    """Run the API with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(live, max_upload_bytes=max_upload_bytes, poll_s=poll_s)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
