@@ -137,6 +137,26 @@ def test_models_are_loaded_once_per_process(transcriber: Transcriber) -> None:
     assert load_transcriber() is transcriber  # auto on this CPU-only machine
 
 
+def test_nothing_is_downloaded_to_load_the_model_or_filter_silence(
+    monkeypatch: pytest.MonkeyPatch, speech_wav: Path
+) -> None:
+    import faster_whisper.transcribe
+    import huggingface_hub
+    import tokenizers
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a download was attempted: {args} {kwargs}")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
+    monkeypatch.setattr(faster_whisper.transcribe, "download_model", refuse)
+    monkeypatch.setattr(tokenizers.Tokenizer, "from_pretrained", refuse)
+    monkeypatch.setattr(tx, "_CACHE", {})  # a fresh load, without touching the session's model
+    fresh = load_transcriber(backend="faster-whisper", device="cpu", beam_size=1)
+    assert fresh.transcribe_file(speech_wav).segments  # VAD on: its model is in the wheel
+    assert fresh.transcribe(np.zeros(5 * SAMPLE_RATE, np.float32)).segments == ()
+
+
 def test_a_missing_model_path_is_a_clear_error_naming_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "models" / "whisper-large"
     with pytest.raises(ModelNotFoundError) as info:
