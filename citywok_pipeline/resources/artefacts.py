@@ -21,6 +21,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from ..publishing.bucket import s3_client
 from ..settings import citywok_home
 
 
@@ -191,26 +192,14 @@ class S3ArtefactStore(ArtefactStore):
     def client(self) -> Any:
         """The boto3 S3 client (one per resource instance)."""
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
             s3 = self.s3
-            session = boto3.session.Session(profile_name=s3.profile_name)
-            self._client = session.client(
-                "s3",
-                region_name=s3.region_name,
-                endpoint_url=s3.endpoint_url,
-                use_ssl=s3.use_ssl,
-                verify=s3.verify,
-                aws_access_key_id=s3.aws_access_key_id,
+            self._client = s3_client(
+                endpoint_url=s3.endpoint_url, region_name=s3.region_name, use_ssl=s3.use_ssl,
+                verify=s3.verify, aws_access_key_id=s3.aws_access_key_id,
                 aws_secret_access_key=s3.aws_secret_access_key,
-                aws_session_token=s3.aws_session_token,
-                config=Config(
-                    retries={"max_attempts": s3.max_attempts, "mode": "standard"},
-                    request_checksum_calculation="when_required",
-                    response_checksum_validation="when_required",
-                ),
-            )
+                aws_session_token=s3.aws_session_token, profile_name=s3.profile_name,
+                max_attempts=s3.max_attempts,
+            )  # fmt: skip
         return self._client
 
     def put(self, key: str, data: bytes) -> StoredArtefact:
