@@ -1,6 +1,9 @@
 """The media source and the decoded soundtrack of each video."""
 
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -8,8 +11,10 @@ from ..artefacts import data_version, encode_flac, png_markdown, waveform_png
 from ..catalog import Catalog, VideoRecord
 from ..fingerprint.audio import DecodeError, decode
 from ..indexer import file_sha256
-from ..resources import ArtefactStore, CatalogResource, SeasonFoldersResource
+from ..resources import ArtefactStore, CatalogResource, SeasonFoldersResource, YouTubeResource
+from ..youtube import is_youtube_episode, video_id_of
 from .partitions import AUDIO_CODE_VERSION, PARAMS, RETRY, raw_audio_key, video_partitions
+from .youtube import youtube_audio_file
 
 source_media = dg.AssetSpec(
     "source_media",
@@ -49,11 +54,31 @@ def raw_audio(
     media: SeasonFoldersResource,
     catalog: CatalogResource,
     artefacts: ArtefactStore,
+    youtube: YouTubeResource,
 ) -> dg.MaterializeResult:
     """The video's soundtrack, decoded once to mono 16-bit FLAC at the fingerprint sample rate."""
     cat = catalog.open()
     video = known_video(cat, context.partition_key)
-    path = media.locate(video.source)
+    with tempfile.TemporaryDirectory(prefix="citywok-audio-") as work:
+        if is_youtube_episode(video.episode_id):
+            path, fetched = youtube_audio_file(context, youtube, artefacts, video, Path(work))
+        else:
+            path, fetched = media.locate(video.source), {}
+        result = _decode_and_store(context, cat, artefacts, video, path, fetched)
+    if fetched.get("downloaded"):
+        # Only once the audio is stored: an interrupted run downloads again.
+        youtube.archive.add(video_id_of(video.episode_id))
+    return result
+
+
+def _decode_and_store(
+    context: dg.AssetExecutionContext,
+    cat: Catalog,
+    artefacts: ArtefactStore,
+    video: VideoRecord,
+    path: Path,
+    fetched: dict[str, Any],
+) -> dg.MaterializeResult:
     started = time.perf_counter()
     try:
         samples = decode(path, sample_rate=PARAMS.sample_rate)
@@ -89,5 +114,6 @@ def raw_audio(
             "realtime_x": dg.MetadataValue.float(round(duration_s / max(work_s, 1e-9), 1)),
             "artefact": dg.MetadataValue.url(stored.uri),
             "waveform": dg.MetadataValue.md(png_markdown(waveform_png(samples), "waveform")),
+            **fetched,
         },
     )

@@ -11,6 +11,7 @@ from .catalog import CatalogResource
 from .media import SeasonFoldersResource, SourceScan
 from .snapshots import SnapshotDirectoryResource
 from .transcriber import TranscriberResource
+from .youtube import YouTubeResource
 
 __all__ = [
     "ArtefactNotFoundError",
@@ -23,4 +24,5 @@ __all__ = [
     "SourceScan",
     "StoredArtefact",
     "TranscriberResource",
+    "YouTubeResource",
 ]

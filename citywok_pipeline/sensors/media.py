@@ -9,6 +9,7 @@ from ..assets import source_media, video_job
 from ..assets.partitions import season_partitions, video_partitions
 from ..catalog import plan_scan, utc_now
 from ..resources import CatalogResource, SeasonFoldersResource
+from ..youtube import is_youtube_episode
 
 
 @dg.sensor(
@@ -31,7 +32,12 @@ def media_scan_sensor(
     instance = context.instance
     plan = plan_scan(
         scan.files,
-        {r.episode_id: r for r in cat.videos(include_removed=True)},
+        # YouTube videos are youtube_uploads_sensor's: a folder scan never lists them.
+        {
+            r.episode_id: r
+            for r in cat.videos(include_removed=True)
+            if not is_youtube_episode(r.episode_id)
+        },
         video_partitions=set(instance.get_dynamic_partitions(video_partitions.name)),
         season_partitions=set(instance.get_dynamic_partitions(season_partitions.name)),
         now=now,

@@ -76,7 +76,8 @@ def video_episode(video_id: str) -> str:
 
 
 def is_youtube_episode(episode_id: str) -> bool:
-    return episode_id.startswith(_PREFIX)
+    """``yt-`` and an 11-character video id (a show slugged ``yt-...`` is longer or shorter)."""
+    return episode_id.startswith(_PREFIX) and bool(_VIDEO_ID_RE.match(episode_id[len(_PREFIX) :]))
 
 
 def video_id_of(episode_id: str) -> str:
