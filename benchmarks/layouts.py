@@ -46,7 +46,7 @@ def _unvarint(data: bytes) -> list[int]:
 
 
 def compare_layouts(postings: PostingArrays, queries: list[np.ndarray]) -> list[dict]:
-    keys, packed, ob = postings.keys, postings.packed, postings.off_bits
+    keys, packed, ob = postings.posting_keys(), postings.packed, postings.off_bits
     bounds = np.flatnonzero(np.diff(keys.astype(np.int64))) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [keys.size]))
@@ -100,18 +100,23 @@ def compare_layouts(postings: PostingArrays, queries: list[np.ndarray]) -> list[
                     "lookup_ms_p50": 1e3 * float(np.median(times)),
                 }
             )
-        times = []
-        for q in queries:
-            t0 = time.perf_counter()
-            postings.lookup(np.sort(q))
-            times.append(time.perf_counter() - t0)
-        rows.append(
-            {
-                "layout": "sorted arrays (used)",
-                "bytes_per_posting": (keys.nbytes + packed.nbytes) / keys.size,
-                "lookup_ms_p50": 1e3 * float(np.median(times)),
-            }
-        )
+        flat = PostingArrays(keys, packed, ob)
+        chosen = flat.smallest().layout
+        for layout in ("flat", "csr", "bitmap"):
+            arrays = flat if layout == "flat" else flat.to_layout(layout)
+            times = []
+            for q in queries:
+                q = np.sort(q)
+                t0 = time.perf_counter()
+                arrays.lookup(q)
+                times.append(time.perf_counter() - t0)
+            rows.append(
+                {
+                    "layout": f"sorted arrays, {layout}" + (" (used)" if layout == chosen else ""),
+                    "bytes_per_posting": arrays.nbytes() / keys.size,
+                    "lookup_ms_p50": 1e3 * float(np.median(times)),
+                }
+            )
         # What zstd would save on the arrays themselves (not used: inflating on every query).
         sorted_delta = np.diff(keys.astype(np.int64), prepend=0).astype("<u4").tobytes()
         z = len(cctx.compress(sorted_delta)) + len(cctx.compress(packed.tobytes()))

@@ -1,13 +1,18 @@
 """Posting arrays and their lookup: the one index layout, in memory or mapped from LMDB.
 
 Postings are ``packed`` uint32 values (``episode << off_bits | anchor_frame``) sorted by
-key, with the keys in one of two layouts, whichever is smaller for the shard:
+key, with the keys in one of three layouts, whichever is smallest for the shard:
 
 - *flat*: ``keys`` holds one uint32 per posting (``offsets`` is None); a lookup is two
   binary searches (first and one-past-last posting of each key);
 - *CSR*: ``keys`` holds each distinct key once and ``offsets`` (uint32, one more than keys)
-  where its postings start; a lookup is one binary search over the shorter array. Large
-  shards repeat keys a lot (2.4 postings per key in a 10-hour season), so they use CSR.
+  where its postings start; a lookup is one binary search over the shorter array;
+- *bitmap*: a bit per possible key (2**22 bits, 512 KiB) says which keys are present, and a
+  key's rank among them (a count of the bits before it, from a per-word prefix sum) indexes
+  ``offsets``. A lookup is three memory reads instead of a ~20-step binary search through
+  a map larger than the CPU caches, and the fixed 512 KiB replaces 4 bytes per distinct key:
+  smaller and faster once a shard holds more than ~130k distinct keys (a season of a few
+  hours). Measured in benchmarks/RESULTS.md.
 
 Either way thousands of query hashes cost a few vectorised numpy passes instead of one
 LMDB get each.
@@ -16,14 +21,34 @@ LMDB get each.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .hashes import Hashes
+from .hashes import HASH_BITS, Hashes
 from .params import ParameterError
 
 MAX_BITS = 32
+BITMAP_WORDS = (1 << HASH_BITS) // 64
+LAYOUTS = ("flat", "csr", "bitmap")
+
+
+def keys_to_bitmap(keys: np.ndarray) -> np.ndarray:
+    """Distinct 22-bit keys to a bitmap: bit ``k % 64`` of word ``k // 64`` is set for key k.
+
+    Returns
+    -------
+    np.ndarray, shape (BITMAP_WORDS,), little-endian uint64
+    """
+    bits = np.zeros(1 << HASH_BITS, dtype=bool)
+    bits[keys] = True
+    return np.packbits(bits, bitorder="little").view("<u8")
+
+
+def bitmap_to_keys(bitmap: np.ndarray) -> np.ndarray:
+    """The set bits of a bitmap, ascending (the inverse of :func:`keys_to_bitmap`)."""
+    bits = np.unpackbits(np.asarray(bitmap, dtype="<u8").view(np.uint8), bitorder="little")
+    return np.flatnonzero(bits).astype(np.uint32)
 
 
 @dataclass(frozen=True)
@@ -32,78 +57,186 @@ class PostingArrays:
 
     Attributes
     ----------
-    keys : np.ndarray, shape (n,), uint32, sorted
+    keys : np.ndarray, shape (n,) or (k,), uint32, sorted; None in the bitmap layout
+        One per posting (flat) or one per distinct key (CSR); see :meth:`key_array`.
     packed : np.ndarray, shape (n,), uint32
         ``episode << off_bits | frame``; within one key, sorted.
     off_bits : int
         Bits of the frame field; the episode field has ``32 - off_bits``.
+    offsets : np.ndarray, shape (k + 1,), uint32, or None (flat)
+        Where each distinct key's postings start (CSR and bitmap).
+    bitmap : np.ndarray, shape (BITMAP_WORDS,), uint64, or None
+        Which keys are present (bitmap layout).
     """
 
-    keys: np.ndarray
+    keys: np.ndarray | None
     packed: np.ndarray
     off_bits: int
     offsets: np.ndarray | None = None
+    bitmap: np.ndarray | None = None
+    _rank: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _derived: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if (self.keys is None) == (self.bitmap is None):
+            raise ParameterError("posting arrays need keys or a key bitmap (exactly one)")
+        if self.bitmap is not None:
+            if self.offsets is None or self.bitmap.size != BITMAP_WORDS:
+                raise ParameterError("the bitmap layout needs offsets and a 2**22-bit bitmap")
+            # Set bits before each word: a key's rank is this plus a popcount within its word.
+            counts = np.bitwise_count(self.bitmap).astype(np.int64)
+            rank = np.concatenate(([0], np.cumsum(counts)[:-1]))
+            object.__setattr__(self, "_rank", rank)
+
+    @property
+    def layout(self) -> str:
+        if self.bitmap is not None:
+            return "bitmap"
+        return "flat" if self.offsets is None else "csr"
 
     def __len__(self) -> int:
         return int(self.packed.size)
 
-    def posting_keys(self) -> np.ndarray:
-        """The key of every posting (materialised for CSR: for rebuilds and checks only)."""
-        if self.offsets is None:
+    def key_array(self) -> np.ndarray:
+        """``keys``, materialised from the bitmap in that layout (for rebuilds and checks)."""
+        if self.keys is not None:
             return self.keys
+        if "keys" not in self._derived:
+            assert self.bitmap is not None
+            self._derived["keys"] = bitmap_to_keys(self.bitmap)
+        return self._derived["keys"]
+
+    def posting_keys(self) -> np.ndarray:
+        """The key of every posting (materialised for CSR and bitmap: rebuilds and checks)."""
+        if self.offsets is None:
+            return self.key_array()
         counts: np.ndarray = np.diff(self.offsets.astype(np.int64))
-        return np.repeat(self.keys, counts)
+        return np.repeat(self.key_array(), counts)
 
     def to_csr(self) -> PostingArrays:
         """The same postings with each distinct key stored once."""
-        if self.offsets is not None:
+        if self.layout == "csr":
             return self
+        if self.layout == "bitmap":
+            return PostingArrays(self.key_array(), self.packed, self.off_bits, self.offsets)
+        assert self.keys is not None
         keys, starts = np.unique(self.keys, return_index=True)
         offsets = np.append(starts, self.keys.size).astype(np.uint32)
         return PostingArrays(keys.astype(np.uint32), self.packed, self.off_bits, offsets)
 
-    def nbytes(self) -> int:
-        extra = 0 if self.offsets is None else self.offsets.nbytes
-        return int(self.keys.nbytes + self.packed.nbytes + extra)
+    def to_bitmap(self) -> PostingArrays:
+        """The same postings with the distinct keys as a bitmap."""
+        if self.layout == "bitmap":
+            return self
+        csr = self.to_csr()
+        assert csr.keys is not None and csr.offsets is not None
+        return PostingArrays(
+            None, csr.packed, csr.off_bits, csr.offsets, bitmap=keys_to_bitmap(csr.keys)
+        )
 
-    def lookup(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every posting of every query key.
+    def to_layout(self, layout: str) -> PostingArrays:
+        """The same postings in ``layout`` (``flat`` only from flat: nothing needs it)."""
+        if layout == self.layout:
+            return self
+        if layout == "csr":
+            return self.to_csr()
+        if layout == "bitmap":
+            return self.to_bitmap()
+        raise ParameterError(f"cannot convert {self.layout} postings to {layout!r}")
+
+    def nbytes(self) -> int:
+        """Bytes stored: the key arrays (keys or bitmap, offsets) and the postings."""
+        total = self.packed.nbytes
+        for a in (self.keys, self.offsets, self.bitmap):
+            total += 0 if a is None else a.nbytes
+        return int(total)
+
+    def smallest(self) -> PostingArrays:
+        """This shard's postings in whichever layout stores them in the fewest bytes."""
+        if self.layout != "flat":
+            return self
+        candidates = [self, self.to_csr()]
+        csr_keys = candidates[1].keys
+        # The bitmap costs a fixed 512 KiB against 4 bytes per distinct key in CSR.
+        if csr_keys is not None and csr_keys.size * 4 > BITMAP_WORDS * 8:
+            candidates.append(candidates[1].to_bitmap())
+        return min(candidates, key=lambda p: p.nbytes())
+
+    def ranges(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each query key's postings lie: positions ``[lo, hi)`` (empty if absent).
 
         Parameters
         ----------
         query : np.ndarray, shape (m,), uint32
+            Sorted keys are fastest (the binary searches walk the map in one direction).
+
+        Returns
+        -------
+        lo, hi : np.ndarray, shape (m,), int64
+        """
+        if self.bitmap is not None:
+            return self._bitmap_ranges(query)
+        assert self.keys is not None
+        if self.offsets is None:
+            lo = np.searchsorted(self.keys, query, side="left").astype(np.int64)
+            hi = np.searchsorted(self.keys, query, side="right").astype(np.int64)
+            return lo, hi
+        if self.keys.size == 0:
+            empty = np.zeros(query.size, dtype=np.int64)
+            return empty, empty.copy()
+        i = np.searchsorted(self.keys, query, side="left")
+        i = np.minimum(i, self.keys.size - 1)
+        found = self.keys[i] == query
+        lo = np.where(found, self.offsets[i], 0).astype(np.int64)
+        hi = np.where(found, self.offsets[i + 1], 0).astype(np.int64)
+        return lo, hi
+
+    def _bitmap_ranges(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self.bitmap is not None and self.offsets is not None and self._rank is not None
+        q = np.asarray(query, dtype=np.int64)
+        valid = (q >= 0) & (q < (1 << HASH_BITS))
+        q = np.where(valid, q, 0)
+        word = self.bitmap[q >> 6]
+        bit = (q & 63).astype(np.uint64)
+        found = valid & ((word >> bit) & np.uint64(1)).astype(bool)
+        below = word & ((np.uint64(1) << bit) - np.uint64(1))
+        r = np.where(found, self._rank[q >> 6] + np.bitwise_count(below), 0)
+        lo = np.where(found, self.offsets[r], 0).astype(np.int64)
+        hi = np.where(found, self.offsets[np.where(found, r + 1, 0)], 0).astype(np.int64)
+        return lo, hi
+
+    def gather(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The postings in the ranges ``[lo, hi)`` of :meth:`ranges`.
 
         Returns
         -------
         qi : np.ndarray, int64
-            Index into ``query`` of each hit.
+            Index into the query of each hit.
         episode : np.ndarray, int64
             Shard-local episode index of each hit.
         frame : np.ndarray, int64
             Anchor frame of each hit in its episode.
         """
-        if self.offsets is None:
-            lo = np.searchsorted(self.keys, query, side="left")
-            hi = np.searchsorted(self.keys, query, side="right")
-        else:
-            if self.keys.size == 0:
-                empty = np.zeros(0, dtype=np.int64)
-                return empty, empty, empty
-            i = np.searchsorted(self.keys, query, side="left")
-            i = np.minimum(i, self.keys.size - 1)
-            found = self.keys[i] == query
-            lo = np.where(found, self.offsets[i], 0).astype(np.int64)
-            hi = np.where(found, self.offsets[i + 1], 0).astype(np.int64)
         counts = hi - lo
         total = int(counts.sum())
         if total == 0:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, empty
-        qi = np.repeat(np.arange(query.size, dtype=np.int64), counts)
+        qi = np.repeat(np.arange(lo.size, dtype=np.int64), counts)
         ends = np.cumsum(counts)
         pos = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - counts), counts)
         packed = self.packed[pos].astype(np.int64)
         return qi, packed >> self.off_bits, packed & ((1 << self.off_bits) - 1)
+
+    def lookup(
+        self, query: np.ndarray, *, max_hits: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every posting of every query key (see :meth:`gather`); with ``max_hits``, the
+        commonest keys are left out (:func:`rarest_keys`)."""
+        lo, hi = self.ranges(query)
+        if max_hits is not None:
+            hi = np.where(rarest_keys(hi - lo, max_hits), hi, lo)
+        return self.gather(lo, hi)
 
     def episode_counts(self, n_episodes: int) -> np.ndarray:
         """Number of postings of each episode."""
@@ -114,6 +247,31 @@ class PostingArrays:
         mask = (self.packed >> self.off_bits) == episode
         frames = self.packed[mask] & ((1 << self.off_bits) - 1)
         return Hashes(self.posting_keys()[mask].copy(), frames.astype(np.float32))
+
+
+def rarest_keys(counts: np.ndarray, max_hits: int) -> np.ndarray:
+    """Which query keys to look up so that at most ``max_hits`` postings come back.
+
+    The rarest keys are kept first: a key found all over the library says little about where
+    a clip is from and costs the most to score (a posting list's length is skewed: low
+    frequencies and short steps are far more common). Everything is kept when it fits.
+
+    Parameters
+    ----------
+    counts : np.ndarray, shape (m,), int
+        Postings of each query key (over every shard searched).
+
+    Returns
+    -------
+    np.ndarray, shape (m,), bool
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if int(counts.sum()) <= max_hits:
+        return np.ones(counts.size, dtype=bool)
+    order = np.argsort(counts, kind="stable")
+    keep = np.zeros(counts.size, dtype=bool)
+    keep[order[np.cumsum(counts[order]) <= max_hits]] = True
+    return keep
 
 
 def build_postings(per_episode: Sequence[Hashes]) -> PostingArrays:
@@ -155,5 +313,7 @@ class MemoryIndex:
         self.postings = build_postings(hashes)
         self.total_frames = sum(e.duration_s for e in self.episodes) / params.frame_seconds
 
-    def lookup(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.postings.lookup(query)
+    def lookup(
+        self, query: np.ndarray, *, max_hits: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.postings.lookup(query, max_hits=max_hits)

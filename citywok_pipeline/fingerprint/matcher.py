@@ -54,7 +54,9 @@ class Searchable(Protocol):
     episodes: list[Episode]
     total_frames: float
 
-    def lookup(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+    def lookup(
+        self, query: np.ndarray, *, max_hits: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,12 +75,18 @@ class MatchParams:
     ambiguity_ratio: float = 0.5
     own_evidence: float = 0.3
     max_candidates: int = 16
+    # At most this many hits per query hash are scored; past it the commonest keys are left
+    # out. Bounds the work on a large library (posting lists grow with it) and leaves a small
+    # one untouched. Measured in benchmarks/RESULTS.md.
+    hits_per_hash: int = 100
 
     def __post_init__(self) -> None:
         if not self.speeds or any(not 0.8 <= s <= 1.25 for s in self.speeds):
             raise ParameterError("speeds must be factors between 0.8 and 1.25")
         if self.tolerance < 0 or self.min_score < 1:
             raise ParameterError("tolerance must be >= 0 and min_score >= 1")
+        if self.hits_per_hash < 1:
+            raise ParameterError("hits_per_hash must be >= 1")
 
 
 DEFAULT_MATCH_PARAMS = MatchParams()
@@ -118,7 +126,7 @@ def _candidates(
     if len(hashes) == 0:
         return [], 0
     order = np.argsort(hashes.keys, kind="stable")
-    qi, ep, frame = index.lookup(hashes.keys[order])
+    qi, ep, frame = index.lookup(hashes.keys[order], max_hits=mp.hits_per_hash * len(hashes))
     if qi.size == 0:
         return [], 0
     qi = order[qi]

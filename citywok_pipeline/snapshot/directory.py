@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..fingerprint.index import rarest_keys
 from ..fingerprint.params import FingerprintParams
 from ..fingerprint.records import Episode
 from .shard import SHARD_SUFFIX, Shard, SnapshotError, open_shard, verify_shard
@@ -81,11 +82,22 @@ class Snapshot:
         """Transcript segments in every shard (0 when built with fingerprints only)."""
         return sum(s.n_segments for s in self.shards)
 
-    def lookup(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hits of ``query`` keys in every shard: (query index, global episode, frame)."""
+    def lookup(
+        self, query: np.ndarray, *, max_hits: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hits of ``query`` keys in every shard: (query index, global episode, frame).
+
+        With ``max_hits``, the keys commonest over the whole snapshot are left out so that
+        at most that many hits come back (:func:`rarest_keys`).
+        """
+        ranges = [shard.postings.ranges(query) for shard in self.shards]
+        if max_hits is not None and ranges:
+            counts = np.sum([hi - lo for lo, hi in ranges], axis=0)
+            keep = rarest_keys(counts, max_hits)
+            ranges = [(lo, np.where(keep, hi, lo)) for lo, hi in ranges]
         parts = []
-        for base, shard in zip(self._bases, self.shards, strict=True):
-            qi, ep, fr = shard.postings.lookup(query)
+        for base, shard, (lo, hi) in zip(self._bases, self.shards, ranges, strict=True):
+            qi, ep, fr = shard.postings.gather(lo, hi)
             if qi.size:
                 parts.append((qi, ep + base, fr))
         if not parts:

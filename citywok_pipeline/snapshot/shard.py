@@ -6,9 +6,10 @@ into place):
 - ``meta``: JSON: format and version, fingerprint params, counts, build time, season,
   xxhash64 checksums of the other values, and anything the caller adds (``extra``).
 - ``episodes``: zstd-compressed JSON list of :class:`Episode`; list index = episode index.
-- ``keys``, ``packed`` and, in the CSR layout, ``offsets``: the posting arrays
-  (:class:`PostingArrays`), raw little-endian uint32, read in place from the map with zero
-  copies. The layout (``flat`` or ``csr``, in the metadata) is whichever is smaller.
+- ``keys`` (or ``bitmap``), ``packed`` and, in the CSR and bitmap layouts, ``offsets``: the
+  posting arrays (:class:`PostingArrays`), raw little-endian uint32 (the bitmap uint64),
+  read in place from the map with zero copies. The layout (``flat``, ``csr`` or ``bitmap``,
+  in the metadata) is whichever is smallest.
 - ``seg_*``, when the season has transcripts: its segments, their vectors and an inverted-file
   index over them (:mod:`.segments`); the metadata's ``segments`` section says how many, of
   which embedding model and quantisation, with their checksums. A shard without them (built
@@ -36,8 +37,8 @@ import xxhash
 import zstandard
 
 from ..fingerprint.hashes import Hashes
-from ..fingerprint.index import PostingArrays, build_postings
-from ..fingerprint.params import FingerprintParams
+from ..fingerprint.index import LAYOUTS, PostingArrays, build_postings
+from ..fingerprint.params import FingerprintParams, ParameterError
 from ..fingerprint.records import Episode
 from .segments import (
     SEGMENT_KEYS,
@@ -91,11 +92,13 @@ def write_shard(
     params: FingerprintParams,
     extra: dict[str, Any] | None = None,
     segments: SegmentTable | None = None,
+    layout: str = "auto",
 ) -> ShardInfo:
     """Build a shard beside ``path`` and rename it into place.
 
     ``segments`` are the season's transcript segments with their vectors (``episode`` indexes
-    ``episodes``); ``None`` builds a fingerprints-only shard.
+    ``episodes``); ``None`` builds a fingerprints-only shard. ``layout`` of the posting keys:
+    ``auto`` (the smallest), ``flat``, ``csr`` or ``bitmap`` (see fingerprint/index.py).
 
     A crash at any point leaves whatever was at ``path`` before untouched; readers that have
     the old file open keep reading the old file.
@@ -104,16 +107,23 @@ def write_shard(
         raise ValueError("one Hashes per episode")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if layout not in ("auto", *LAYOUTS):
+        raise ValueError(f"unknown posting layout {layout!r}; expected auto or {LAYOUTS}")
     postings = build_postings(hashes)
-    csr = postings.to_csr()
-    if csr.nbytes() < postings.nbytes():
-        postings = csr
+    postings = postings.smallest() if layout == "auto" else postings.to_layout(layout)
     counts = postings.episode_counts(len(episodes))
     episodes = [
         Episode.from_dict({**e.to_dict(), "n_hashes": int(c)})
         for e, c in zip(episodes, counts, strict=True)
     ]
-    keys_b = postings.keys.astype("<u4").tobytes()
+    # The bitmap takes the place of the keys array (under its own name, so that a reader
+    # can never mistake one for the other).
+    keys_name = "bitmap" if postings.bitmap is not None else "keys"
+    if postings.bitmap is not None:
+        keys_b = postings.bitmap.astype("<u8").tobytes()
+    else:
+        assert postings.keys is not None
+        keys_b = postings.keys.astype("<u4").tobytes()
     packed_b = postings.packed.astype("<u4").tobytes()
     offsets_b = b"" if postings.offsets is None else postings.offsets.astype("<u4").tobytes()
     episodes_b = zstandard.ZstdCompressor(level=10).compress(
@@ -132,12 +142,12 @@ def write_shard(
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "n_episodes": len(episodes),
         "n_postings": len(postings),
-        "n_unique_keys": int(np.unique(postings.keys).size) if len(postings) else 0,
+        "n_unique_keys": int(np.unique(postings.key_array()).size) if len(postings) else 0,
         "off_bits": postings.off_bits,
-        "layout": "flat" if postings.offsets is None else "csr",
+        "layout": postings.layout,
         "duration_s": float(sum(e.duration_s for e in episodes)),
         "checksums": {
-            "keys": _checksum(keys_b),
+            keys_name: _checksum(keys_b),
             "packed": _checksum(packed_b),
             "offsets": _checksum(offsets_b),
             "episodes": _checksum(episodes_b),
@@ -155,7 +165,7 @@ def write_shard(
         )
         try:
             with env.begin(write=True) as txn:
-                txn.put(b"keys", keys_b)
+                txn.put(keys_name.encode(), keys_b)
                 txn.put(b"packed", packed_b)
                 if offsets_b:
                     txn.put(b"offsets", offsets_b)
@@ -226,14 +236,22 @@ class Shard:
     def postings(self) -> PostingArrays:
         if self._postings is None:
             try:
-                keys = np.frombuffer(_get(self._txn, self.path, b"keys"), dtype="<u4")
+                layout = self.meta.get("layout", "flat")
+                if layout not in LAYOUTS:
+                    raise SnapshotError(f"{self.path}: unknown posting layout {layout!r}")
+                keys = bitmap = offsets = None
+                if layout == "bitmap":
+                    bitmap = np.frombuffer(_get(self._txn, self.path, b"bitmap"), dtype="<u8")
+                else:
+                    keys = np.frombuffer(_get(self._txn, self.path, b"keys"), dtype="<u4")
                 packed = np.frombuffer(_get(self._txn, self.path, b"packed"), dtype="<u4")
-                offsets = None
-                if self.meta.get("layout") == "csr":
+                if layout in ("csr", "bitmap"):
                     offsets = np.frombuffer(_get(self._txn, self.path, b"offsets"), dtype="<u4")
-            except lmdb.Error as exc:
+                self._postings = PostingArrays(
+                    keys, packed, int(self.meta["off_bits"]), offsets, bitmap=bitmap
+                )
+            except (lmdb.Error, ParameterError) as exc:
                 raise SnapshotError(f"{self.path}: corrupt shard ({exc})") from exc
-            self._postings = PostingArrays(keys, packed, int(self.meta["off_bits"]), offsets)
         return self._postings
 
     def close(self) -> None:
@@ -317,8 +335,9 @@ def verify_shard(path: str | os.PathLike[str]) -> list[str]:
     problems: list[str] = []
     try:
         meta, txn = shard.meta, shard._txn
-        names = ["keys", "packed", "episodes"] + (
-            ["offsets"] if meta.get("layout") == "csr" else []
+        layout = meta.get("layout", "flat")
+        names = ["bitmap" if layout == "bitmap" else "keys", "packed", "episodes"] + (
+            ["offsets"] if layout in ("csr", "bitmap") else []
         )
         for name in names:
             value = txn.get(name.encode())
@@ -337,19 +356,20 @@ def verify_shard(path: str | os.PathLike[str]) -> list[str]:
                 for p in check_segments(shard.segments, seg_meta, len(shard.episodes))
             )
         p = shard.postings
+        keys = p.key_array()
         if p.packed.size != meta["n_postings"]:
             problems.append(f"{path}: posting arrays disagree with the metadata on their length")
-        elif p.offsets is None and p.keys.size != p.packed.size:
+        elif p.offsets is None and keys.size != p.packed.size:
             problems.append(f"{path}: posting arrays disagree on their length")
         elif p.offsets is not None and (
-            p.offsets.size != p.keys.size + 1
+            p.offsets.size != keys.size + 1
             or (p.offsets.size and (p.offsets[0] != 0 or p.offsets[-1] != p.packed.size))
             or np.any(np.diff(p.offsets.astype(np.int64)) <= 0)
-            or np.any(np.diff(p.keys.astype(np.int64)) <= 0)
+            or np.any(np.diff(keys.astype(np.int64)) <= 0)
         ):
             problems.append(f"{path}: key offsets are inconsistent")
         elif p.packed.size:
-            if np.any(p.keys[1:] < p.keys[:-1]):
+            if np.any(keys[1:] < keys[:-1]):
                 problems.append(f"{path}: keys are not sorted")
             ep = p.packed >> p.off_bits
             if int(ep.max()) >= len(shard.episodes):

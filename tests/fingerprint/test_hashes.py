@@ -1,5 +1,6 @@
 import numpy as np
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -11,6 +12,7 @@ from citywok_pipeline.fingerprint import (
     pack,
     unpack,
 )
+from citywok_pipeline.fingerprint.index import rarest_keys
 from citywok_pipeline.fingerprint.peaks import PEAK_DTYPE
 
 u8 = st.integers(0, 255)
@@ -38,6 +40,7 @@ episode_hashes = st.lists(
 )
 
 
+@settings(deadline=None)  # the bitmap layout allocates 2**22 bits per example
 @given(episode_hashes)
 def test_postings_round_trip_every_episode_hash(data):
     per_episode = []
@@ -46,8 +49,9 @@ def test_postings_round_trip_every_episode_hash(data):
         per_episode.append(Hashes(keys, frames.astype(np.float32)))
     flat = build_postings(per_episode)
     assert np.all(np.diff(flat.keys.astype(np.int64)) >= 0)
-    for postings in (flat, flat.to_csr()):
+    for postings in (flat, flat.to_csr(), flat.to_bitmap(), flat.to_bitmap().to_csr()):
         check_layout(postings, per_episode)
+    assert flat.smallest().nbytes() <= min(flat.nbytes(), flat.to_csr().nbytes())
 
 
 def check_layout(postings, per_episode):
@@ -70,10 +74,37 @@ def check_layout(postings, per_episode):
     assert found == expected
 
 
-def test_lookup_of_absent_keys_finds_nothing():
+@pytest.mark.parametrize("layout", ["flat", "csr", "bitmap"])
+def test_lookup_of_absent_keys_finds_nothing(layout):
     postings = build_postings([Hashes(np.array([5, 9], np.uint32), np.array([1, 2], np.float32))])
-    qi, ep, frame = postings.lookup(np.array([0, 6, 10], np.uint32))
+    postings = postings.to_layout(layout)
+    # Around present keys, at both ends of the key space, and past it.
+    query = np.array([0, 4, 6, 10, (1 << 22) - 1, 1 << 22, 0xFFFFFFFF], np.uint32)
+    qi, ep, frame = postings.lookup(query)
     assert qi.size == ep.size == frame.size == 0
+
+
+@given(st.lists(st.integers(0, 500), max_size=50), st.integers(0, 5000))
+def test_rarest_keys_fit_the_budget_and_leave_out_only_commoner_keys(counts, budget):
+    counts = np.array(counts, dtype=np.int64)
+    keep = rarest_keys(counts, budget)
+    if counts.sum() <= budget:
+        assert keep.all()
+    else:
+        assert counts[keep].sum() <= budget
+        if keep.any() and (~keep).any():
+            assert counts[keep].max() <= counts[~keep].min()
+
+
+def test_a_hit_budget_leaves_out_the_commonest_keys():
+    common = Hashes(np.full(40, 7, np.uint32), np.arange(40, dtype=np.float32))
+    rare = Hashes(np.array([3, 11], np.uint32), np.array([5, 6], np.float32))
+    postings = build_postings([common, rare])
+    query = np.array([3, 7, 11], np.uint32)
+    assert postings.lookup(query)[0].size == 42
+    qi, ep, _ = postings.lookup(query, max_hits=10)
+    assert sorted(query[qi].tolist()) == [3, 11]
+    assert ep.tolist() == [1, 1]
 
 
 def test_speed_rescaling_recovers_the_original_hashes():

@@ -27,7 +27,14 @@ from tests.conftest import tone_music
 SR = DEFAULT_PARAMS.sample_rate
 
 
-def build(tmp_path, season="show-s01", seeds=(0, 1, 2), duration=20.0, params=DEFAULT_PARAMS):
+def build(
+    tmp_path,
+    season="show-s01",
+    seeds=(0, 1, 2),
+    duration=20.0,
+    params=DEFAULT_PARAMS,
+    layout="auto",
+):
     audio = [tone_music(duration, s) for s in seeds]
     episodes = [
         Episode(
@@ -42,16 +49,22 @@ def build(tmp_path, season="show-s01", seeds=(0, 1, 2), duration=20.0, params=DE
     ]
     hashes = [fingerprint(x, params=params) for x in audio]
     path = shard_path(tmp_path, season)
-    info = write_shard(path, season=season, episodes=episodes, hashes=hashes, params=params)
+    info = write_shard(
+        path, season=season, episodes=episodes, hashes=hashes, params=params, layout=layout
+    )
     return path, info, audio, hashes
 
 
-def test_a_built_shard_opens_verifies_and_round_trips_its_postings(tmp_path):
-    path, info, _, hashes = build(tmp_path)
+@pytest.mark.parametrize("layout", ["auto", "flat", "csr", "bitmap"])
+def test_a_built_shard_opens_verifies_and_round_trips_its_postings(tmp_path, layout):
+    path, info, _, hashes = build(tmp_path, layout=layout)
     assert info.n_episodes == 3 and info.n_postings > 100
     assert verify_shard(path) == []
     shard = open_shard(path)
     try:
+        assert shard.meta["layout"] == shard.postings.layout
+        if layout != "auto":
+            assert shard.postings.layout == layout
         assert [e.n_hashes for e in shard.episodes] == [
             len(np.unique(np.stack([h.keys, np.rint(h.times)]), axis=1)[0]) for h in hashes
         ]
@@ -67,9 +80,10 @@ def test_a_built_shard_opens_verifies_and_round_trips_its_postings(tmp_path):
         shard.close()
 
 
-def test_a_snapshot_searches_all_its_shards(tmp_path):
-    build(tmp_path, season="a-s01", seeds=(0, 1))
-    _, _, audio_b, _ = build(tmp_path, season="b-s02", seeds=(5, 6))
+@pytest.mark.parametrize("layouts", [("auto", "auto"), ("bitmap", "csr")])
+def test_a_snapshot_searches_all_its_shards(tmp_path, layouts):
+    build(tmp_path, season="a-s01", seeds=(0, 1), layout=layouts[0])
+    _, _, audio_b, _ = build(tmp_path, season="b-s02", seeds=(5, 6), layout=layouts[1])
     with Snapshot.open(tmp_path) as snap:
         assert [e.episode_id for e in snap.episodes] == [
             "a-s01e01",
@@ -120,6 +134,21 @@ def test_a_bit_flip_in_the_posting_data_fails_verify(tmp_path, where):
     path.write_bytes(bytes(data))
     problems = verify_shard(path)
     assert any("checksum" in p or "sorted" in p for p in problems), problems
+
+
+def test_a_bit_flip_in_the_key_bitmap_fails_verify(tmp_path):
+    path, *_ = build(tmp_path, layout="bitmap")
+    shard = open_shard(path)
+    bitmap = np.array(shard.postings.bitmap)
+    shard.close()
+    word = int(np.flatnonzero(bitmap)[0])
+    data = bytearray(path.read_bytes())
+    start = data.find(bitmap[word : word + 4].tobytes())
+    assert start >= 0
+    data[start] ^= 0x01
+    path.write_bytes(bytes(data))
+    problems = verify_shard(path)
+    assert any("checksum mismatch in 'bitmap'" in p for p in problems), problems
 
 
 def test_an_empty_or_missing_directory_is_a_clear_error(tmp_path):
