@@ -47,11 +47,13 @@ def simulate_snapshot(
     frames_per_ep = int(episode_minutes * 60 / params.frame_seconds)
     per_ep = int(hashes_per_second * episode_minutes * 60)
     t0 = time.perf_counter()
+    built = 0
     for s in range(n_shards):
         season = f"sim-{s:04d}-s01"
         path = shard_path(out, season)
         if path.exists():
             continue
+        built += 1
         episodes, hashes = [], []
         for e in range(eps_per_shard):
             keys = _draw_keys(key_sample, per_ep, rng)
@@ -73,4 +75,5 @@ def simulate_snapshot(
         "shards": n_shards,
         "hours": n_shards * hours_per_shard,
         "build_s": time.perf_counter() - t0,
+        "shards_built": built,
     }
