@@ -7,9 +7,9 @@ transaction per call, so the sensor and several step processes can share it):
 - ``videos``: per video (the ``videos`` partition key): season, show, numbers, source path
   and URI, title, size and mtime when last seen, when it was found and last changed, when it
   was removed (NULL while present), and what the pipeline recorded: the media file's sha256
-  and duration, and the data versions of its raw audio and fingerprints.
-- ``seasons``: per season, the inputs of the shard last built (``{video: fingerprints data
-  version}``), when, and the shard's data version.
+  and duration, and the data versions of its raw audio, fingerprints and segment embeddings.
+- ``seasons``: per season, the inputs of the shard last built (``{video: input version}``,
+  see :func:`input_version`), when, and the shard's data version.
 
 The decisions ("what is new", "which seasons need a new shard") are the plain functions
 :func:`plan_scan` and :func:`plan_seasons`, tested without Dagster; the sensors only feed
@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS videos (
     duration_s REAL,
     audio_version TEXT,
     fingerprints_version TEXT,
-    fingerprinted_at TEXT
+    fingerprinted_at TEXT,
+    embeddings_version TEXT
 );
 CREATE INDEX IF NOT EXISTS videos_by_season ON videos (season);
 CREATE TABLE IF NOT EXISTS seasons (
@@ -61,6 +62,8 @@ CREATE TABLE IF NOT EXISTS seasons (
 );
 CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added since the first schema: (table, column, type), added to older catalogs on open.
+_ADDED_COLUMNS = (("videos", "embeddings_version", "TEXT"),)
 
 
 def utc_now() -> str:
@@ -107,10 +110,31 @@ class VideoRecord:
     audio_version: str | None = None
     fingerprints_version: str | None = None
     fingerprinted_at: str | None = None
+    embeddings_version: str | None = None
 
     @property
     def removed(self) -> bool:
         return self.removed_at is not None
+
+    @property
+    def input_version(self) -> str | None:
+        """What this video gives its season's shard (None: nothing yet)."""
+        if not self.fingerprints_version:
+            return None
+        return input_version(self.fingerprints_version, self.embeddings_version)
+
+
+def input_version(fingerprints_version: str, embeddings_version: str | None = None) -> str:
+    """A video's input to its season's shard: its fingerprints' data version, and its segment
+    embeddings' after a ``+`` once it has some (so new or changed embeddings rebuild the shard)."""
+    if embeddings_version:
+        return f"{fingerprints_version}+{embeddings_version}"
+    return fingerprints_version
+
+
+def fingerprints_of(version: str) -> str:
+    """The fingerprints' data version inside an :func:`input_version`."""
+    return version.split("+", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -261,19 +285,22 @@ class SeasonRequest:
 
 
 def season_inputs(videos: Iterable[VideoRecord]) -> dict[str, dict[str, str]]:
-    """The fingerprints each season's shard should hold: present videos that have some."""
+    """What each season's shard should hold: present videos with fingerprints, by
+    :attr:`VideoRecord.input_version`."""
     out: dict[str, dict[str, str]] = {}
     for v in videos:
         out.setdefault(v.season, {})
-        if not v.removed and v.fingerprints_version:
-            out[v.season][v.episode_id] = v.fingerprints_version
+        version = v.input_version
+        if not v.removed and version:
+            out[v.season][v.episode_id] = version
     return out
 
 
 def plan_seasons(
     videos: Iterable[VideoRecord], builds: Mapping[str, SeasonBuild]
 ) -> list[SeasonRequest]:
-    """Seasons whose shard is out of date: a video was (re)fingerprinted, added or removed.
+    """Seasons whose shard is out of date: a video was (re)fingerprinted or (re)embedded,
+    added or removed.
 
     A season never built is requested once one of its videos has fingerprints; a built one
     whenever its present, fingerprinted videos differ from what went into the shard (which
@@ -320,6 +347,10 @@ class Catalog:
             if not self._ready:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.executescript(_SCHEMA)
+                for table, column, kind in _ADDED_COLUMNS:
+                    have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 conn.execute(
                     "INSERT OR IGNORE INTO catalog_meta (key, value) VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
@@ -378,6 +409,14 @@ class Catalog:
             conn.execute(
                 "UPDATE videos SET fingerprints_version = ?, fingerprinted_at = ? WHERE episode_id = ?",
                 (version, at or utc_now(), episode_id),
+            )
+
+    def record_embeddings(self, episode_id: str, *, version: str | None) -> None:
+        """The data version of the video's segment embeddings (None: it has none)."""
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE videos SET embeddings_version = ? WHERE episode_id = ?",
+                (version, episode_id),
             )
 
     # seasons

@@ -26,7 +26,6 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from .assets import ASSET_CHECKS, ASSETS, JOBS
-from .executors import executor_for
 from .resources import (
     ArtefactStore,
     CatalogResource,
@@ -36,7 +35,7 @@ from .resources import (
     SnapshotDirectoryResource,
     TranscriberResource,
 )
-from .resources.youtube import YouTubeResource, youtube_for
+from .resources.embedder import EmbedderResource
 from .sensors import SCHEDULES, SENSORS
 
 
@@ -80,6 +79,15 @@ def transcriber_for(env: Mapping[str, str]) -> TranscriberResource:
     )
 
 
+def embedder_for(env: Mapping[str, str]) -> EmbedderResource:
+    """The segment embedder: ``CITYWOK_EMBEDDING_MODEL_PATH`` (default the packaged
+    all-MiniLM-L6-v2) and ``CITYWOK_EMBEDDING_QUANTIZATION`` (float16), when set."""
+    return EmbedderResource(
+        model_path=_env(env, "CITYWOK_EMBEDDING_MODEL_PATH"),
+        quantization=_env(env, "CITYWOK_EMBEDDING_QUANTIZATION") or "float16",
+    )
+
+
 def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
     """Every resource the assets, checks and sensors use, configured from ``env``."""
     return {
@@ -88,24 +96,22 @@ def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
         "artefacts": artefact_store_for(env),
         "snapshots": SnapshotDirectoryResource(),
         "transcriber": transcriber_for(env),
-        "youtube": youtube_for(env),
+        "embedder": embedder_for(env),
     }
 
 
 def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The Definitions, with ``resources`` (default: configured from the environment)."""
-    resources = dict(resources) if resources is not None else resources_for(os.environ)
-    resources.setdefault("youtube", YouTubeResource())  # no channels: its sensors skip
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
         jobs=JOBS,
         sensors=SENSORS,
         schedules=SCHEDULES,
-        resources=resources,
+        resources=dict(resources) if resources is not None else resources_for(os.environ),
         # On Definitions, not on the jobs: job tags do not reach runs launched from the UI,
-        # backfills or sensors. CITYWOK_EXECUTOR picks it (see citywok_pipeline.executors).
-        executor=executor_for(os.environ),
+        # backfills or sensors.
+        executor=dg.multiprocess_executor,
     )
 
 

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from .audio import raw_audio, source_media
+from .embeddings import segment_embeddings
 from .fingerprints import fingerprints
 from .partitions import season_partitions, video_partitions
 from .snapshots import season_snapshot, season_snapshot_verifies
@@ -10,8 +11,8 @@ from .transcripts import transcript
 
 video_job = dg.define_asset_job(
     "video_job",
-    selection=dg.AssetSelection.assets(raw_audio, fingerprints, transcript),
-    description="Decode, fingerprint and transcribe one video.",
+    selection=dg.AssetSelection.assets(raw_audio, fingerprints, transcript, segment_embeddings),
+    description="Decode, fingerprint, transcribe and embed one video.",
 )
 season_snapshot_job = dg.define_asset_job(
     "season_snapshot_job",
@@ -19,7 +20,7 @@ season_snapshot_job = dg.define_asset_job(
     description="Build one season's shard and verify it.",
 )
 
-ASSETS = [source_media, raw_audio, fingerprints, transcript, season_snapshot]
+ASSETS = [source_media, raw_audio, fingerprints, transcript, segment_embeddings, season_snapshot]
 ASSET_CHECKS = [season_snapshot_verifies]
 JOBS = [video_job, season_snapshot_job]
 
@@ -33,6 +34,7 @@ __all__ = [
     "season_snapshot",
     "season_snapshot_job",
     "season_snapshot_verifies",
+    "segment_embeddings",
     "source_media",
     "transcript",
     "video_job",

@@ -19,12 +19,15 @@ PARAMS: FingerprintParams = DEFAULT_PARAMS
 # depends only on the sample rate (and its own format), the rest on every parameter.
 AUDIO_CODE_VERSION = f"flac16-{PARAMS.sample_rate}hz-1"
 FINGERPRINTS_CODE_VERSION = f"fp{PARAMS.version}-{params_version(PARAMS)}-1"
-SNAPSHOT_CODE_VERSION = f"shard-{params_version(PARAMS)}-1"
+# 2: shards hold the season's transcript segments and their vectors.
+SNAPSHOT_CODE_VERSION = f"shard-{params_version(PARAMS)}-2"
 
 RETRY = dg.RetryPolicy(max_retries=2, delay=2.0, backoff=dg.Backoff.EXPONENTIAL)
 
 # Transcripts follow the transcriber's output format; a model change shows in the metadata.
 TRANSCRIPT_CODE_VERSION = "transcript-1"
+# Segment embeddings follow their artefact format; the model shows in the metadata.
+EMBEDDINGS_CODE_VERSION = "segment-embeddings-1"
 
 # The GPU steps (transcript, segment_embeddings): the pool `gpu` (its limit is the number of
 # GPUs; the embedded dagster.yaml runs every unconfigured pool one step at a time), the Celery
@@ -55,6 +58,11 @@ def fingerprints_key(episode_id: str) -> str:
 def transcript_key(episode_id: str) -> str:
     """The zstd-compressed ``Transcript.to_json`` of a video."""
     return f"transcripts/{episode_id}.json.zst"
+
+
+def segment_embeddings_key(episode_id: str) -> str:
+    """The packed :class:`~citywok_pipeline.transcripts.embeddings.SegmentEmbeddings` of a video."""
+    return f"segment_embeddings/{episode_id}.cwse.zst"
 
 
 def shard_key(season: str) -> str:

@@ -41,6 +41,7 @@ def materialise(home: Path, media: Path) -> bool:
 
     from ..definitions import build_definitions
     from ..embedded import prepare_dagster_home, run_pipeline_once
+    from ..resources.embedder import EmbedderResource
     from ..resources import (
         CatalogResource,
         LocalArtefactStore,
@@ -56,6 +57,7 @@ def materialise(home: Path, media: Path) -> bool:
             "artefacts": LocalArtefactStore(),
             "snapshots": SnapshotDirectoryResource(),
             "transcriber": TranscriberResource(),
+            "embedder": EmbedderResource(),
         }
     )
     started = time.perf_counter()

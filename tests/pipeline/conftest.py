@@ -22,6 +22,7 @@ import pytest
 
 from citywok_pipeline.definitions import build_definitions
 from citywok_pipeline.embedded import PassReport, run_pipeline_once
+from citywok_pipeline.resources.embedder import EmbedderResource
 from citywok_pipeline.resources import (
     ArtefactStore,
     CatalogResource,
@@ -105,6 +106,8 @@ class Pipeline:
             "snapshots": SnapshotDirectoryResource(path=str(self.snapshot)),
             # The packaged tiny.en on the CPU (loaded once per test process).
             "transcriber": TranscriberResource(backend="faster-whisper", device="cpu"),
+            # The packaged all-MiniLM-L6-v2 on the CPU.
+            "embedder": EmbedderResource(device="cpu"),
         }
 
     @property

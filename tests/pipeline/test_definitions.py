@@ -50,16 +50,20 @@ def test_the_asset_graph_has_the_expected_assets_partitions_and_lineage(
 ) -> None:
     graph = definitions.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"source_media", "raw_audio", "fingerprints", "transcript", "season_snapshot"}
+    assert keys == {
+        "source_media", "raw_audio", "fingerprints", "transcript", "segment_embeddings",
+        "season_snapshot",
+    }  # fmt: skip
     parts = {k: graph.get(dg.AssetKey(k)).partitions_def for k in keys}
     assert {k: p.name for k, p in parts.items()} == {  # type: ignore[union-attr]
         "source_media": "videos", "raw_audio": "videos", "fingerprints": "videos",
-        "transcript": "videos", "season_snapshot": "seasons",
+        "transcript": "videos", "segment_embeddings": "videos", "season_snapshot": "seasons",
     }  # fmt: skip
     parents = {k: {p.to_user_string() for p in graph.get(dg.AssetKey(k)).parent_keys} for k in keys}
     assert parents == {
         "source_media": set(), "raw_audio": {"source_media"}, "fingerprints": {"raw_audio"},
-        "transcript": {"raw_audio"}, "season_snapshot": {"fingerprints"},
+        "transcript": {"raw_audio"}, "segment_embeddings": {"transcript"},
+        "season_snapshot": {"fingerprints", "segment_embeddings"},
     }  # fmt: skip
     assert not graph.get(dg.AssetKey("source_media")).is_materializable
 

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 from dagster_aws.s3 import S3Resource
 
+from citywok_pipeline.assets.partitions import transcript_key
 from citywok_pipeline.catalog import Catalog
 from citywok_pipeline.definitions import artefact_store_for
 from citywok_pipeline.demo.degrade import cut
@@ -19,6 +20,7 @@ from citywok_pipeline.demo.library import encode
 from citywok_pipeline.fingerprint.audio import decode
 from citywok_pipeline.resources import ArtefactNotFoundError, S3ArtefactStore
 from citywok_pipeline.snapshot import open_shard, shard_paths, verify_snapshot
+from citywok_pipeline.transcripts.artefact import unpack_transcript
 
 from .conftest import Pipeline, S3Server, sqlite_instance
 
@@ -61,6 +63,15 @@ def match_with_cli(snapshot: Path, clip: Path) -> dict:
     return json.loads(proc.stdout)
 
 
+def search_with_cli(snapshot: Path, text: str) -> list[dict]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "citywok_pipeline.cli", "search", str(snapshot), text, "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
 def clip_of(media: Path, source: str, tmp_path: Path, start_s: float = 7.0) -> Path:
     samples = decode(media / source, sample_rate=8000)
     return encode(
@@ -90,8 +101,10 @@ def test_the_graph_materialises_on_sqlite_into_a_snapshot_citywok_match_reads(
         went_in = shard_meta["videos"].value
         assert set(went_in) == {v for v in VIDEOS if v.startswith(season)}
         for video, version in went_in.items():  # type: ignore[union-attr]
-            assert version == data_version(
-                latest_materialization(pipeline.instance, "fingerprints", video)
+            # "<fingerprints data version>+<segment embeddings data version>"
+            assert version == "+".join(
+                data_version(latest_materialization(pipeline.instance, asset, video))
+                for asset in ("fingerprints", "segment_embeddings")
             )
         check = pipeline.instance.event_log_storage.get_latest_asset_check_execution_by_key(
             [dg.AssetCheckKey(dg.AssetKey("season_snapshot"), "season_snapshot_verifies")]
@@ -113,6 +126,16 @@ def test_the_graph_materialises_on_sqlite_into_a_snapshot_citywok_match_reads(
     best = answer["matches"][0]
     assert (best["episode_id"], best["source"]) == ("harbour-lights-s01e01", source)
     assert best["offset_s"] == pytest.approx(7.0, abs=0.1)
+
+    # Transcript search: what the transcriber heard in one episode is found there, at its second.
+    embedded = latest_materialization(pipeline.instance, "segment_embeddings", video.episode_id)
+    assert embedded.metadata["model"].value == "all-MiniLM-L6-v2"
+    spoken = unpack_transcript(pipeline.artefacts.get(transcript_key(video.episode_id)))
+    said = max(spoken.segments, key=lambda s: len(s.text.split()))
+    hit = search_with_cli(pipeline.snapshot, said.text)[0]
+    assert (hit["episode_id"], hit["source"]) == (video.episode_id, source)
+    assert hit["start_s"] == pytest.approx(said.start, abs=0.01)
+    assert hit["score"] > 0.9
 
 
 def test_rematerialising_gives_the_same_data_versions_and_no_duplicates(pipeline: Pipeline) -> None:
