@@ -26,6 +26,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from .assets import ASSET_CHECKS, ASSETS, JOBS
+from .executors import executor_for
 from .resources import (
     ArtefactStore,
     CatalogResource,
@@ -35,6 +36,7 @@ from .resources import (
     SnapshotDirectoryResource,
     TranscriberResource,
 )
+from .resources.youtube import YouTubeResource, youtube_for
 from .resources.embedder import EmbedderResource
 from .sensors import SCHEDULES, SENSORS
 
@@ -97,21 +99,24 @@ def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
         "snapshots": SnapshotDirectoryResource(),
         "transcriber": transcriber_for(env),
         "embedder": embedder_for(env),
+        "youtube": youtube_for(env),
     }
 
 
 def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The Definitions, with ``resources`` (default: configured from the environment)."""
+    resources = dict(resources) if resources is not None else resources_for(os.environ)
+    resources.setdefault("youtube", YouTubeResource())  # no channels: its sensors skip
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=ASSET_CHECKS,
         jobs=JOBS,
         sensors=SENSORS,
         schedules=SCHEDULES,
-        resources=dict(resources) if resources is not None else resources_for(os.environ),
+        resources=resources,
         # On Definitions, not on the jobs: job tags do not reach runs launched from the UI,
-        # backfills or sensors.
-        executor=dg.multiprocess_executor,
+        # backfills or sensors. CITYWOK_EXECUTOR picks it (see citywok_pipeline.executors).
+        executor=executor_for(os.environ),
     )
 
 
