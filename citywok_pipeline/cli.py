@@ -206,6 +206,11 @@ def search(
     from .transcripts.embedder import load_embedder
     from .transcripts.errors import TranscriptError
 
+    # A URL from CITYWOK_DATABASE_URL (set for the pipeline) yields to an explicit DIR; one
+    # given as --database with a DIR as well is a usage error.
+    source = click.get_current_context().get_parameter_source("database")
+    if database and len(args) == 2 and source == click.core.ParameterSource.ENVIRONMENT:
+        database = None
     want = 1 if database else 2
     if len(args) != want:
         _fail(
@@ -216,14 +221,19 @@ def search(
     text = args[-1]
     snap = None if database else _open_snapshot(args[0])
     try:
-        embedder = load_embedder(model_path)
         if database:
-            from .transcripts.postgres import search_text
+            from .transcripts.postgres import connect, search_text
 
-            hits = search_text(
-                database, text, embedder=embedder, limit=limit, keyword=list(keywords) or None
-            )
+            with connect(database) as conn:  # an unreachable database fails before the model loads
+                hits = search_text(
+                    conn,
+                    text,
+                    embedder=load_embedder(model_path),
+                    limit=limit,
+                    keyword=list(keywords) or None,
+                )
         else:
+            embedder = load_embedder(model_path)
             from .transcripts.search import SegmentSearcher
 
             with snap:

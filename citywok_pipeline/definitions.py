@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from .assets import ASSET_CHECKS, ASSETS, JOBS
+from .assets import ASSET_CHECKS, ASSETS, JOBS, transcript_segments
 from .executors import executor_for
 from .resources import (
     ArtefactStore,
@@ -38,6 +38,7 @@ from .resources import (
 )
 from .resources.youtube import YouTubeResource, youtube_for
 from .resources.embedder import EmbedderResource
+from .resources.postgres import PostgresResource
 from .sensors import SCHEDULES, SENSORS
 
 
@@ -100,15 +101,24 @@ def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
         "transcriber": transcriber_for(env),
         "embedder": embedder_for(env),
         "youtube": youtube_for(env),
+        # The transcript database, and with it the transcript_segments asset, only when set.
+        **(
+            {"database": PostgresResource(url=dg.EnvVar("CITYWOK_DATABASE_URL"))}
+            if env.get("CITYWOK_DATABASE_URL")
+            else {}
+        ),
     }
 
 
 def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
-    """The Definitions, with ``resources`` (default: configured from the environment)."""
+    """The Definitions, with ``resources`` (default: configured from the environment).
+
+    ``transcript_segments`` is included when the resources hold a ``database``.
+    """
     resources = dict(resources) if resources is not None else resources_for(os.environ)
     resources.setdefault("youtube", YouTubeResource())  # no channels: its sensors skip
     return dg.Definitions(
-        assets=ASSETS,
+        assets=[*ASSETS, transcript_segments] if "database" in resources else ASSETS,
         asset_checks=ASSET_CHECKS,
         jobs=JOBS,
         sensors=SENSORS,

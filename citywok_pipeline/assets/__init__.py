@@ -7,11 +7,14 @@ from .embeddings import segment_embeddings
 from .fingerprints import fingerprints
 from .partitions import season_partitions, video_partitions
 from .snapshots import season_snapshot, season_snapshot_verifies
+from .transcript_segments import transcript_segments
 from .transcripts import transcript
 
 video_job = dg.define_asset_job(
     "video_job",
-    selection=dg.AssetSelection.assets(raw_audio, fingerprints, transcript, segment_embeddings),
+    # transcript_segments (kind postgres) joins only when a database is configured.
+    selection=dg.AssetSelection.assets(raw_audio, fingerprints, transcript, segment_embeddings)
+    | dg.AssetSelection.kind("postgres"),
     description="Decode, fingerprint, transcribe and embed one video.",
 )
 season_snapshot_job = dg.define_asset_job(
@@ -37,6 +40,7 @@ __all__ = [
     "segment_embeddings",
     "source_media",
     "transcript",
+    "transcript_segments",
     "video_job",
     "video_partitions",
 ]
