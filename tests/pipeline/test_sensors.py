@@ -110,7 +110,7 @@ def test_the_backfill_schedule_requests_videos_never_fingerprinted(pipeline: Pip
     schedule = pipeline.defs.resolve_schedule_def("video_backfill_schedule")
     when = datetime.datetime(2026, 1, 1, 0, 17, tzinfo=datetime.UTC)
     with dg.build_schedule_context(
-        instance=pipeline.instance, scheduled_execution_time=when
+        instance=pipeline.instance, scheduled_execution_time=when, resources=pipeline.resources
     ) as context:
         requests = list(schedule(context))
     assert {r.partition_key for r in requests} == {"harbour-lights-s01e01", "harbour-lights-s01e02"}  # type: ignore[union-attr]
