@@ -1,0 +1,39 @@
+"""The executor is configuration: CITYWOK_EXECUTOR. Kubernetes cannot run here (no cluster):
+its executor and the GPU steps' pod config are checked as configuration only."""
+
+from __future__ import annotations
+
+import pytest
+
+from citywok_pipeline.assets.partitions import GPU_OP_TAGS
+from citywok_pipeline.definitions import build_definitions, resources_for
+from citywok_pipeline.executors import executor_for
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [(None, "multiprocess"), ("in_process", "in_process"), ("celery", "celery"), ("k8s", "k8s")],
+)
+def test_the_executor_follows_citywok_executor(value: str | None, name: str) -> None:
+    env = {"CITYWOK_EXECUTOR": value} if value else {}
+    assert executor_for(env).name == name
+
+
+def test_an_unknown_executor_is_refused_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="CITYWOK_EXECUTOR='slurm' is not one of multiprocess"):
+        executor_for({"CITYWOK_EXECUTOR": "slurm"})
+
+
+def test_the_definitions_run_on_the_configured_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYWOK_EXECUTOR", "celery")
+    defs = build_definitions(resources_for({}))
+    assert defs.resolve_job_def("video_job").executor_def.name == "celery"
+
+
+def test_gpu_steps_go_to_the_gpu_queue_and_request_a_gpu_node_on_kubernetes() -> None:
+    assert GPU_OP_TAGS["dagster-celery/queue"] == "gpu"
+    k8s = GPU_OP_TAGS["dagster-k8s/config"]
+    assert isinstance(k8s, dict)
+    assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    executor = executor_for({"CITYWOK_EXECUTOR": "k8s", "CITYWOK_K8S_NAMESPACE": "media"})
+    assert executor.name == "k8s"
