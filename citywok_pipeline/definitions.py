@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from .assets import ASSET_CHECKS, ASSETS, JOBS, transcript_segments
+from .assets import ASSET_CHECKS, ASSETS, JOBS, PUBLISHING_SCHEDULES, transcript_segments
 from .executors import executor_for
 from .resources import (
     ArtefactStore,
@@ -36,9 +36,10 @@ from .resources import (
     SnapshotDirectoryResource,
     TranscriberResource,
 )
-from .resources.youtube import YouTubeResource, youtube_for
 from .resources.embedder import EmbedderResource
 from .resources.postgres import PostgresResource
+from .resources.publishing import PublishedVersionsResource
+from .resources.youtube import YouTubeResource, youtube_for
 from .sensors import SCHEDULES, SENSORS
 
 
@@ -91,6 +92,22 @@ def embedder_for(env: Mapping[str, str]) -> EmbedderResource:
     )
 
 
+def versions_for(env: Mapping[str, str]) -> PublishedVersionsResource:
+    """Where published versions go: the same CITYWOK_BUCKET_URL as the artefacts (versions sit
+    beside ``artefacts/`` under its prefix); unset, ``$CITYWOK_HOME/published``."""
+    bucket_url = env.get("CITYWOK_BUCKET_URL", "")
+    if urlparse(bucket_url).scheme == "s3":
+        endpoint = _env(env, "CITYWOK_S3_ENDPOINT_URL")
+        return PublishedVersionsResource(
+            bucket_url=dg.EnvVar("CITYWOK_BUCKET_URL"),
+            endpoint_url=endpoint,
+            region_name=_env(env, "AWS_REGION") or ("auto" if endpoint else None),
+            aws_access_key_id=_env(env, "AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_env(env, "AWS_SECRET_ACCESS_KEY"),
+        )
+    return PublishedVersionsResource(bucket_url=bucket_url or None)
+
+
 def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
     """Every resource the assets, checks and sensors use, configured from ``env``."""
     return {
@@ -98,9 +115,10 @@ def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
         "catalog": CatalogResource(),
         "artefacts": artefact_store_for(env),
         "snapshots": SnapshotDirectoryResource(),
+        "versions": versions_for(env),
         "transcriber": transcriber_for(env),
-        "embedder": embedder_for(env),
         "youtube": youtube_for(env),
+        "embedder": embedder_for(env),
         # The transcript database, and with it the transcript_segments asset, only when set.
         **(
             {"database": PostgresResource(url=dg.EnvVar("CITYWOK_DATABASE_URL"))}
@@ -122,7 +140,7 @@ def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definiti
         asset_checks=ASSET_CHECKS,
         jobs=JOBS,
         sensors=SENSORS,
-        schedules=SCHEDULES,
+        schedules=[*SCHEDULES, *PUBLISHING_SCHEDULES],
         resources=resources,
         # On Definitions, not on the jobs: job tags do not reach runs launched from the UI,
         # backfills or sensors. CITYWOK_EXECUTOR picks it (see citywok_pipeline.executors).

@@ -52,9 +52,10 @@ def test_the_asset_graph_has_the_expected_assets_partitions_and_lineage(
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {
         "source_media", "raw_audio", "fingerprints", "transcript", "segment_embeddings",
-        "season_snapshot",
+        "season_snapshot", "published_version",
     }  # fmt: skip
-    parts = {k: graph.get(dg.AssetKey(k)).partitions_def for k in keys}
+    assert graph.get(dg.AssetKey("published_version")).partitions_def is None
+    parts = {k: graph.get(dg.AssetKey(k)).partitions_def for k in keys - {"published_version"}}
     assert {k: p.name for k, p in parts.items()} == {  # type: ignore[union-attr]
         "source_media": "videos", "raw_audio": "videos", "fingerprints": "videos",
         "transcript": "videos", "segment_embeddings": "videos", "season_snapshot": "seasons",
@@ -64,6 +65,7 @@ def test_the_asset_graph_has_the_expected_assets_partitions_and_lineage(
         "source_media": set(), "raw_audio": {"source_media"}, "fingerprints": {"raw_audio"},
         "transcript": {"raw_audio"}, "segment_embeddings": {"transcript"},
         "season_snapshot": {"fingerprints", "segment_embeddings"},
+        "published_version": {"season_snapshot"},
     }  # fmt: skip
     assert not graph.get(dg.AssetKey("source_media")).is_materializable
 
