@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from citywok_pipeline.catalog import Catalog
-from citywok_pipeline.definitions import build_definitions
+from citywok_pipeline.definitions import build_definitions, resources_for
 from citywok_pipeline.embedded import PassReport, apply_sensor_result, evaluate_sensor
 from citywok_pipeline.resources import YouTubeResource
 from citywok_pipeline.snapshot import Snapshot
@@ -32,6 +32,7 @@ def test_a_new_upload_is_downloaded_materialised_and_lands_in_its_channels_shard
         ])  # fmt: skip
         yt.fail_media["kitchen0002"] = Failure(404, b"Private video")
         resources = {
+            **resources_for({}),  # any resource the fixture does not set yet
             **pipeline.resources,
             "youtube": YouTubeResource(
                 channels=CHANNEL, feed_url=yt.feed_base, download_interval_s=0.0,
