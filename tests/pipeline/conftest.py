@@ -22,7 +22,6 @@ import pytest
 
 from citywok_pipeline.definitions import build_definitions
 from citywok_pipeline.embedded import PassReport, run_pipeline_once
-from citywok_pipeline.resources.embedder import EmbedderResource
 from citywok_pipeline.resources import (
     ArtefactStore,
     CatalogResource,
@@ -31,6 +30,8 @@ from citywok_pipeline.resources import (
     SnapshotDirectoryResource,
     TranscriberResource,
 )
+from citywok_pipeline.resources.embedder import EmbedderResource
+from citywok_pipeline.resources.publishing import PublishedVersionsResource
 from tests.conftest import (  # noqa: F401 (re-exported for the pipeline tests)
     S3_KEY,
     S3_SECRET,
@@ -108,6 +109,7 @@ class Pipeline:
             "transcriber": TranscriberResource(backend="faster-whisper", device="cpu"),
             # The packaged all-MiniLM-L6-v2 on the CPU.
             "embedder": EmbedderResource(device="cpu"),
+            "versions": PublishedVersionsResource(bucket_url=(self.home / "published").as_uri()),
         }
 
     @property
