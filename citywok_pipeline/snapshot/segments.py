@@ -1,23 +1,20 @@
-"""Transcript segments inside a season shard: text, times, episode, vector, and a coarse index.
+"""Transcript segments inside a season shard: text, times, episode, vector, and sign bits.
 
 A shard holds its season's segments as column arrays (LMDB values read in place through the
-memory map, like the posting arrays):
+memory map, like the posting arrays), in transcript order:
 
 - ``seg_episode`` (<u4, index into the shard's episode table), ``seg_times`` (<f4, start and
   end per row), ``seg_text`` (UTF-8, concatenated) with ``seg_text_offsets`` (<u4, n + 1);
 - ``seg_vectors``: unit vectors, ``float16`` or ``int8`` (then ``seg_scale``, <f4 per row);
-- ``seg_centroids`` (<f4, one per list) and ``seg_lists`` (<u4, n_lists + 1): an inverted-file
-  index. Rows are stored grouped by list (the list of the nearest centroid, k-means on the
-  vectors), so a list is one contiguous slice and a search scores only the lists whose
-  centroids are nearest the query. A small shard is one list.
-
-The order of rows is the index order, not the transcript order; ``seg_episode`` and
-``seg_times`` say where each row comes from.
+- ``seg_bits``: the sign of every component, packed (<u8, ``dim / 64`` words, stored word by
+  word: ``words x n``). The Hamming distance between sign bits tracks the angle between
+  vectors, so a large search ranks every segment by it in a few vectorised passes and scores
+  only the nearest few thousand exactly. The bits need no training, so shards built apart
+  (one per season) are searched together.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +23,6 @@ import numpy as np
 
 from ..transcripts.embedder import QUANTIZATIONS, QuantizedVectors
 
-# Rows per inverted list aimed at: about sqrt(n), within these bounds. Measured in
-# benchmarks/RESULTS.md (transcript search).
-MIN_LIST_SIZE = 64
-MAX_LIST_SIZE = 1024
-KMEANS_ITERATIONS = 12
-KMEANS_SAMPLE_PER_LIST = 64
-
 SEGMENT_KEYS = (
     "seg_episode",
     "seg_times",
@@ -40,8 +30,7 @@ SEGMENT_KEYS = (
     "seg_text_offsets",
     "seg_vectors",
     "seg_scale",
-    "seg_centroids",
-    "seg_lists",
+    "seg_bits",
 )
 
 
@@ -126,86 +115,60 @@ class SegmentTable:
         )
 
 
-def n_lists_for(n: int) -> int:
-    """How many inverted lists ``n`` segments get: lists of about sqrt(n) rows, bounded."""
-    if n <= MIN_LIST_SIZE * 2:
-        return 1
-    size = min(max(math.isqrt(n), MIN_LIST_SIZE), MAX_LIST_SIZE)
-    return max(1, round(n / size))
+def sign_bits(vectors: np.ndarray) -> np.ndarray:
+    """The sign bits of rows, packed word by word.
 
-
-def kmeans(
-    vectors: np.ndarray, k: int, *, iterations: int = KMEANS_ITERATIONS, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means: ``k`` unit centroids and each row's nearest one.
-
-    Trained on a sample of ``KMEANS_SAMPLE_PER_LIST * k`` rows (enough for coarse lists),
-    then every row is assigned. Deterministic for a given ``seed``.
+    Parameters
+    ----------
+    vectors : np.ndarray, shape (n, dim)
+        Any float or int8 rows; ``dim`` is padded to a multiple of 64 with zero bits.
 
     Returns
     -------
-    centroids : np.ndarray, shape (k, dim), float32
-    assignment : np.ndarray, shape (n,), int64
+    np.ndarray, shape (ceil(dim / 64), n), uint64
+        Bit ``j % 64`` of word ``j // 64`` of a row is set when its component ``j`` is > 0.
     """
-    x = np.asarray(vectors, dtype=np.float32)
-    n = len(x)
-    if k <= 1 or n <= k:
-        c = x.mean(axis=0, keepdims=True) if n else np.zeros((1, x.shape[1]), np.float32)
-        c /= max(float(np.linalg.norm(c)), 1e-12)
-        return c.astype(np.float32), np.zeros(n, np.int64)
-    rng = np.random.default_rng(seed)
-    sample = x[rng.choice(n, size=min(n, KMEANS_SAMPLE_PER_LIST * k), replace=False)]
-    centroids = sample[rng.choice(len(sample), size=k, replace=False)].copy()
-    for _ in range(iterations):
-        nearest = _assign(sample, centroids)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, nearest, sample)
-        counts = np.bincount(nearest, minlength=k)
-        empty = counts == 0
-        if empty.any():  # reseed an empty list with the rows its neighbours fit worst
-            worst = np.argsort(np.einsum("ij,ij->i", sample, centroids[nearest]))[: empty.sum()]
-            sums[empty] = sample[worst]
-        norms = np.linalg.norm(sums, axis=1, keepdims=True)
-        centroids = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
-    return centroids, _assign(x, centroids)
+    x = np.asarray(vectors)
+    n, dim = x.shape
+    words = -(-dim // 64)
+    bits = np.zeros((n, words * 64), dtype=bool)
+    bits[:, :dim] = x > 0
+    packed = np.packbits(bits, axis=1, bitorder="little").view("<u8")
+    return np.ascontiguousarray(packed.T)
 
 
-def _assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    out = np.empty(len(x), np.int64)
-    for i in range(0, len(x), chunk):
-        out[i : i + chunk] = np.argmax(x[i : i + chunk] @ centroids.T, axis=1)
+def hamming(bits: np.ndarray, query_bits: np.ndarray) -> np.ndarray:
+    """Hamming distance of every column of ``bits`` (words x n) to ``query_bits`` (words x 1)."""
+    words, n = bits.shape
+    out = np.zeros(n, np.uint16)
+    for w in range(words):
+        out += np.bitwise_count(bits[w] ^ query_bits[w, 0])
     return out
 
 
 def encode_segments(
     table: SegmentTable, n_episodes: int
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The LMDB values and the metadata of a table, rows grouped by inverted list."""
+    """The LMDB values and the metadata of a table, in time order within each episode."""
     n = len(table)
     episode = np.asarray(table.episode, dtype=np.int64)
     if n and (episode.min() < 0 or episode.max() >= n_episodes):
         raise ValueError("a segment names an episode that is not in the shard")
-    k = n_lists_for(n)
-    centroids, assignment = kmeans(table.vectors.dequantize(), k)
-    order = np.argsort(assignment, kind="stable")
-    lists = np.zeros(len(centroids) + 1, np.uint32)
-    lists[1:] = np.cumsum(np.bincount(assignment, minlength=len(centroids)))
+    order = np.lexsort((np.asarray(table.start), episode))
     encoded = [table.texts[i].encode("utf-8") for i in order]
     offsets = np.zeros(n + 1, np.uint64)
     offsets[1:] = np.cumsum([len(b) for b in encoded])
     if offsets[-1] >= 2**32:
         raise ValueError("a shard holds at most 4 GiB of segment text")
     vectors = table.vectors
+    data = np.ascontiguousarray(vectors.data[order])
     values = {
         "seg_episode": episode[order].astype("<u4").tobytes(),
         "seg_times": np.stack([table.start, table.end], axis=1)[order].astype("<f4").tobytes(),
         "seg_text": b"".join(encoded),
         "seg_text_offsets": offsets.astype("<u4").tobytes(),
-        "seg_vectors": np.ascontiguousarray(
-            vectors.data[order], dtype="<f2" if vectors.quantization == "float16" else "i1"
-        ).tobytes(),
-        "seg_centroids": centroids.astype("<f4").tobytes(),
-        "seg_lists": lists.astype("<u4").tobytes(),
+        "seg_vectors": data.astype("<f2" if vectors.quantization == "float16" else "i1").tobytes(),
+        "seg_bits": sign_bits(data).astype("<u8").tobytes(),
     }
     if vectors.quantization == "int8":
         assert vectors.scale is not None
@@ -215,7 +178,6 @@ def encode_segments(
         "dim": table.dim,
         "model": table.model,
         "quantization": vectors.quantization,
-        "n_lists": len(centroids),
     }
     return values, meta
 
@@ -230,8 +192,7 @@ class ShardSegments:
     text_offsets: np.ndarray
     vectors: np.ndarray
     scale: np.ndarray | None
-    centroids: np.ndarray
-    lists: np.ndarray
+    bits: np.ndarray
     model: str
     quantization: str
 
@@ -248,8 +209,7 @@ class ShardSegments:
 
     def rows_of_episode(self, index: int) -> np.ndarray:
         """Rows of one episode, in time order."""
-        rows = np.flatnonzero(self.episode == index)
-        return rows[np.argsort(self.times[rows, 0], kind="stable")]
+        return np.flatnonzero(self.episode == index)
 
     def table(self, rows: np.ndarray, *, episode: int | np.ndarray | None = None) -> SegmentTable:
         """These rows as a table (to carry segments into a rebuilt shard); ``episode``
@@ -286,8 +246,7 @@ def decode_segments(values: dict[str, Any], meta: dict[str, Any]) -> ShardSegmen
         text_offsets=arr("seg_text_offsets", "<u4"),
         vectors=vectors,
         scale=arr("seg_scale", "<f4") if kind == "int8" else None,
-        centroids=arr("seg_centroids", "<f4").reshape(-1, dim),
-        lists=arr("seg_lists", "<u4"),
+        bits=arr("seg_bits", "<u8").reshape(-(-dim // 64), n),
         model=str(meta["model"]),
         quantization=kind,
     )
@@ -304,11 +263,8 @@ def check_segments(segments: ShardSegments, meta: dict[str, Any], n_episodes: in
                or int(segments.text_offsets[-1]) != len(segments.text_blob))
     ):  # fmt: skip
         problems.append("segment text offsets are inconsistent")
-    elif len(segments.lists) != len(segments.centroids) + 1 or (
-        len(segments.lists) and (int(segments.lists[0]) != 0 or int(segments.lists[-1]) != n
-                                 or np.any(np.diff(segments.lists.astype(np.int64)) < 0))
-    ):  # fmt: skip
-        problems.append("segment index lists are inconsistent")
+    elif n and not np.array_equal(segments.bits, sign_bits(segments.vectors)):
+        problems.append("segment sign bits disagree with the vectors")
     elif n and int(segments.episode.max()) >= n_episodes:
         problems.append("a segment names an episode that is not in the table")
     elif segments.scale is not None and len(segments.scale) != n:

@@ -2,13 +2,14 @@
 
 The query is embedded with the model the segments were embedded with, and segments are ranked
 by cosine similarity (their vectors are unit length, so a dot product). Up to
-:data:`EXACT_LIMIT` segments every one is scored; beyond that the inverted-file index of each
-shard (:mod:`citywok_pipeline.snapshot.segments`) narrows the work: the lists whose centroids
-are nearest the query, across all shards, are scored until :data:`PROBE_FRACTION` of the
-segments (at least :data:`MIN_CANDIDATES`) have been, which keeps recall@10 against exact
-search above 0.95 (measured in benchmarks/RESULTS.md). Keywords filter first: only segments
-whose text holds every keyword (case-insensitive, as whole words) are ranked, and those are
-scored exactly.
+:data:`EXACT_LIMIT` segments every one is scored. Beyond that, every segment is first ranked
+by the Hamming distance between its sign bits and the query's
+(:mod:`citywok_pipeline.snapshot.segments`: a few vectorised passes over 48 bytes a segment),
+and only the nearest :data:`CANDIDATE_FRACTION` of them (at least :data:`MIN_CANDIDATES`) are
+scored exactly, which keeps recall@10 against exact search above 0.95 at a million segments
+(measured in benchmarks/RESULTS.md). The bits need no training, so season shards built apart
+are ranked together. Keywords filter first: only segments whose text holds every keyword
+(case-insensitive, as whole words) are ranked, and those are scored exactly.
 
 Scoring uses torch's float16 matrix-vector product on the memory-mapped vectors, with no copy.
 """
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..snapshot.directory import Snapshot
-from ..snapshot.segments import ShardSegments
+from ..snapshot.segments import ShardSegments, hamming, sign_bits
 from ..snapshot.shard import Shard
 from .embedder import Embedder, load_embedder
 from .errors import TranscriptError
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
     import torch
 
 EXACT_LIMIT = 100_000
-PROBE_FRACTION = 0.04
-MIN_CANDIDATES = 20_000
+CANDIDATE_FRACTION = 0.005
+MIN_CANDIDATES = 2_000
 DEFAULT_LIMIT = 10
 
 
@@ -74,14 +75,14 @@ class SegmentSearcher:
         embedder: Embedder | None = None,
         *,
         exact_limit: int = EXACT_LIMIT,
-        probe_fraction: float = PROBE_FRACTION,
+        candidate_fraction: float = CANDIDATE_FRACTION,
         min_candidates: int = MIN_CANDIDATES,
     ) -> None:
         import torch
 
         self.snapshot = snapshot
         self.exact_limit = exact_limit
-        self.probe_fraction = probe_fraction
+        self.candidate_fraction = candidate_fraction
         self.min_candidates = min_candidates
         self._parts: list[_Part] = []
         for shard in snapshot.shards:
@@ -105,14 +106,6 @@ class SegmentSearcher:
             self._check(embedder)
         self._embedder = embedder
         self.n_segments = sum(len(p.segments) for p in self._parts)
-        # Every inverted list of every shard: its centroid, shard and row range.
-        if self._parts:
-            self._centroids = np.concatenate([p.segments.centroids for p in self._parts])
-            self._list_part = np.concatenate(
-                [np.full(len(p.segments.centroids), i) for i, p in enumerate(self._parts)]
-            )
-            self._list_lo = np.concatenate([p.segments.lists[:-1] for p in self._parts])
-            self._list_hi = np.concatenate([p.segments.lists[1:] for p in self._parts])
 
     def _check(self, embedder: Embedder) -> None:
         if (embedder.model_name, embedder.dim) != (self.model, self.dim):
@@ -166,15 +159,14 @@ class SegmentSearcher:
         if not self._parts:
             return []
         q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float16))
-        ranges: list[tuple[int, int, int]]  # (part, lo, hi) of rows to score
-        rows: list[tuple[int, np.ndarray]] = []
+        ranges: list[tuple[int, int, int]] = []  # (part, lo, hi): every row of a part
+        rows: list[tuple[int, np.ndarray]] = []  # (part, rows): some rows of a part
         if keywords:
             rows = [(i, self._keyword_rows(i, keywords)) for i in range(len(self._parts))]
-            ranges = []
         elif exact or self.n_segments <= self.exact_limit:
             ranges = [(i, 0, len(p.segments)) for i, p in enumerate(self._parts)]
         else:
-            ranges = self._probe(query)
+            rows = self._nearest_by_bits(query)
 
         parts: list[int] = []
         found: list[np.ndarray] = []
@@ -228,36 +220,17 @@ class SegmentSearcher:
         s = torch.mv(block.to(torch.float16), q).float() * part.scale[rows]
         return s.numpy()  # type: ignore[no-any-return]
 
-    def _probe(self, query: np.ndarray) -> list[tuple[int, int, int]]:
-        """Row ranges of the lists nearest ``query`` until the candidate budget is met."""
-        budget = max(self.min_candidates, int(self.probe_fraction * self.n_segments))
-        closeness = self._centroids @ np.asarray(query, dtype=np.float32)
-        sizes = (self._list_hi - self._list_lo).astype(np.int64)
-        # Enough of the nearest lists to cover the budget, found without a full sort.
-        want = len(closeness)
-        if sizes.size and sizes.max() > 0:
-            want = min(len(closeness), int(4 * budget / max(1, np.median(sizes[sizes > 0]))) + 1)
-        order = np.argpartition(-closeness, want - 1)[:want] if want < len(closeness) else None
-        order = (
-            order[np.argsort(-closeness[order])] if order is not None else np.argsort(-closeness)
-        )
-        covered = np.cumsum(sizes[order])
-        n_lists = int(np.searchsorted(covered, budget)) + 1
-        if n_lists > len(order):  # the estimate fell short: fall back to the full order
-            order = np.argsort(-closeness)
-            n_lists = int(np.searchsorted(np.cumsum(sizes[order]), budget)) + 1
-        chosen = order[:n_lists]
-        chosen = chosen[np.lexsort((self._list_lo[chosen], self._list_part[chosen]))]
-        ranges: list[tuple[int, int, int]] = []
-        for li in chosen:
-            part, lo, hi = int(self._list_part[li]), int(self._list_lo[li]), int(self._list_hi[li])
-            if hi <= lo:
-                continue
-            if ranges and ranges[-1][0] == part and ranges[-1][2] == lo:
-                ranges[-1] = (part, ranges[-1][1], hi)  # adjacent lists: one slice
-            else:
-                ranges.append((part, lo, hi))
-        return ranges
+    def _nearest_by_bits(self, query: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Rows of every part whose sign bits are nearest the query's, enough of them to be
+        scored exactly (the candidate budget, ties at the cut included)."""
+        budget = max(self.min_candidates, int(self.candidate_fraction * self.n_segments))
+        q_bits = sign_bits(np.asarray(query, dtype=np.float32)[None, :])
+        distances = [hamming(p.segments.bits, q_bits) for p in self._parts]
+        # The smallest distance whose cumulative count reaches the budget: a histogram of
+        # at most dim + 1 values instead of a partition of every segment.
+        counts = sum(np.bincount(d, minlength=self.dim + 1) for d in distances)
+        cut = int(np.searchsorted(np.cumsum(counts), budget))
+        return [(i, np.flatnonzero(d <= cut)) for i, d in enumerate(distances)]
 
     def _keyword_rows(self, i: int, keywords: Sequence[str]) -> np.ndarray:
         part = self._parts[i]

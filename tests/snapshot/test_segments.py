@@ -13,7 +13,7 @@ from citywok_pipeline.fingerprint import DEFAULT_PARAMS
 from citywok_pipeline.fingerprint.hashes import Hashes
 from citywok_pipeline.fingerprint.records import Episode
 from citywok_pipeline.snapshot import Snapshot, open_shard, verify_shard, write_shard
-from citywok_pipeline.snapshot.segments import SegmentTable, kmeans, n_lists_for
+from citywok_pipeline.snapshot.segments import SegmentTable, hamming, sign_bits
 from citywok_pipeline.transcripts.embedder import quantize
 from citywok_pipeline.transcripts.search import SegmentSearcher, keyword_pattern
 
@@ -81,9 +81,10 @@ def test_segments_round_trip_through_a_shard(
         seg = shard.segments
         assert seg is not None and len(seg) == 500 and shard.n_segments == 500
         assert seg.model == "test-model" and seg.quantization == quantization
-        # Rows are regrouped by inverted list; the times say which segment each row is.
+        # Rows are stored by episode, then time; the times say which segment each row is.
         original = np.rint(seg.times[:, 0] / 2.0).astype(int)
         assert sorted(original) == list(range(500))
+        assert list(seg.episode) == sorted(seg.episode)
         for row in (0, 123, 499):
             i = original[row]
             assert seg.text(row) == f"segment number {i} of the season"
@@ -92,7 +93,7 @@ def test_segments_round_trip_through_a_shard(
         back = shard.segments.table(np.arange(len(seg))).vectors.dequantize()
         tolerance = 2e-3 if quantization == "float16" else 1.5e-2
         assert np.abs(back - vectors[original]).max() < tolerance
-        assert seg.lists[0] == 0 and seg.lists[-1] == 500 and len(seg.centroids) > 1
+        np.testing.assert_array_equal(seg.bits, sign_bits(np.asarray(seg.vectors)))
     finally:
         shard.close()
 
@@ -133,31 +134,24 @@ def test_segments_naming_a_missing_episode_are_refused(
         )  # fmt: skip
 
 
-def test_lists_are_about_the_square_root_of_the_segment_count() -> None:
-    assert n_lists_for(0) == n_lists_for(100) == 1
-    assert n_lists_for(10_000) == 100
-    assert n_lists_for(1_000_000) == 1000
-    assert n_lists_for(100_000_000) == round(100_000_000 / 1024)
-
-
-def test_kmeans_assigns_every_row_its_nearest_centroid(rng: np.random.Generator) -> None:
-    x = clustered(rng, 3000)
-    centroids, assignment = kmeans(x, 30, seed=1)
-    assert centroids.shape == (30, DIM)
-    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(assignment, np.argmax(x @ centroids.T, axis=1))
-    again, _ = kmeans(x, 30, seed=1)
-    np.testing.assert_array_equal(centroids, again)
+def test_sign_bits_and_hamming_agree_with_a_naive_reference(rng: np.random.Generator) -> None:
+    x = rng.standard_normal((37, 100)).astype(np.float32)  # 100 bits: two words, padded
+    q = rng.standard_normal(100).astype(np.float32)
+    bits = sign_bits(x)
+    assert bits.shape == (2, 37) and bits.dtype == np.uint64
+    naive = [(np.sign(row) != np.sign(q)).sum() for row in x]
+    np.testing.assert_array_equal(hamming(bits, sign_bits(q[None, :])), naive)
+    assert sign_bits(np.zeros((0, 384))).shape == (6, 0)
 
 
 def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> set[int]:
     return set(np.argsort(-(vectors @ query))[:k].tolist())
 
 
-def test_probing_the_nearest_lists_keeps_recall_against_exact_search(
+def test_ranking_by_sign_bits_first_keeps_recall_against_exact_search(
     tmp_path: Path, rng: np.random.Generator
 ) -> None:
-    # Two shards; the searcher is told to use its inverted lists even at this size.
+    # Two shards; the searcher is told to rank by bits first even at this size.
     a, b = clustered(rng, 6000), clustered(rng, 4000)
     write(tmp_path / "show-s01.lmdb", a, season="show-s01")
     write(tmp_path / "show-s02.lmdb", b, season="show-s02")
@@ -166,7 +160,7 @@ def test_probing_the_nearest_lists_keeps_recall_against_exact_search(
         everything[rng.choice(len(everything), 50)] + 0.05 * rng.standard_normal((50, DIM))
     )
     with Snapshot.open(tmp_path) as snap:
-        searcher = SegmentSearcher(snap, exact_limit=0, probe_fraction=0.1, min_candidates=0)
+        searcher = SegmentSearcher(snap, exact_limit=0, candidate_fraction=0.05, min_candidates=0)
         assert searcher.n_segments == 10_000
         recalls, exact_agrees = [], 0
         for q in queries:
