@@ -186,7 +186,7 @@ def match(snapshot_dir: Path, clips: tuple[str, ...], as_json: bool) -> None:
     help="The sentence-transformers folder the segments were embedded with "
     "[env CITYWOK_EMBEDDING_MODEL_PATH; default: the packaged all-MiniLM-L6-v2].",
 )  # fmt: skip
-@click.option("--exact", is_flag=True, help="Score every segment (no inverted-list shortcut).")
+@click.option("--exact", is_flag=True, help="Score every segment (no sign-bit shortcut).")
 def search(
     args: tuple[str, ...],
     as_json: bool,

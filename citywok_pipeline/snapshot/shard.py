@@ -10,10 +10,10 @@ into place):
   posting arrays (:class:`PostingArrays`), raw little-endian uint32 (the bitmap uint64),
   read in place from the map with zero copies. The layout (``flat``, ``csr`` or ``bitmap``,
   in the metadata) is whichever is smallest.
-- ``seg_*``, when the season has transcripts: its segments, their vectors and an inverted-file
-  index over them (:mod:`.segments`); the metadata's ``segments`` section says how many, of
-  which embedding model and quantisation, with their checksums. A shard without them (built
-  with fingerprints only) has ``"segments": null``.
+- ``seg_*``, when the season has transcripts: its segments, their vectors and their sign bits
+  (:mod:`.segments`); the metadata's ``segments`` section says how many, of which embedding
+  model and quantisation, with their checksums. A shard without them (built with
+  fingerprints only) has ``"segments": null``.
 
 The posting arrays are not zstd-compressed: lookups touch random places in them, and a
 compressed block would have to be inflated on every query; measured in

@@ -287,7 +287,7 @@ def search_snapshot(
     embedder : Embedder, optional
         The query model; default the packaged one (loaded once per process).
     exact : bool
-        Score every segment instead of the nearest inverted lists.
+        Score every segment instead of those nearest by sign bits.
 
     Returns
     -------
