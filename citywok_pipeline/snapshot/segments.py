@@ -10,16 +10,20 @@ memory map, like the posting arrays), in transcript order:
   word: ``words x n``). The Hamming distance between sign bits tracks the angle between
   vectors, so a large search ranks every segment by it in a few vectorised passes and scores
   only the nearest few thousand exactly. The bits need no training, so shards built apart
-  (one per season) are searched together.
+  (one per season) are searched together;
+- ``seg_word_keys`` (<u8, sorted), ``seg_word_offsets`` (<u4) and ``seg_word_rows`` (<u4): which
+  rows hold each word (the xxh64 of a lower-cased ``\\w+`` run), for the keyword filter.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from ..transcripts.embedder import QUANTIZATIONS, QuantizedVectors
 
@@ -31,7 +35,37 @@ SEGMENT_KEYS = (
     "seg_vectors",
     "seg_scale",
     "seg_bits",
+    "seg_word_keys",
+    "seg_word_offsets",
+    "seg_word_rows",
 )
+_WORD = re.compile(r"\w+")
+
+
+def words_of(text: str) -> list[str]:
+    """The words the keyword filter knows a text by: lower-cased runs of letters and digits."""
+    return _WORD.findall(text.lower())
+
+
+def word_key(word: str) -> int:
+    return xxhash.xxh64_intdigest(word.encode("utf-8"))
+
+
+def word_index(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which rows hold each word: sorted word keys, offsets into the rows, the rows."""
+    keys: list[int] = []
+    rows: list[int] = []
+    for row, text in enumerate(texts):
+        for word in set(words_of(text)):
+            keys.append(word_key(word))
+            rows.append(row)
+    k = np.array(keys, dtype=np.uint64)
+    r = np.array(rows, dtype=np.uint32)
+    order = np.lexsort((r, k))
+    k, r = k[order], r[order]
+    unique, starts = np.unique(k, return_index=True)
+    offsets = np.append(starts, len(k)).astype(np.uint32)
+    return unique, offsets, r
 
 
 @dataclass(frozen=True)
@@ -162,6 +196,7 @@ def encode_segments(
         raise ValueError("a shard holds at most 4 GiB of segment text")
     vectors = table.vectors
     data = np.ascontiguousarray(vectors.data[order])
+    word_keys, word_offsets, word_rows = word_index([table.texts[i] for i in order])
     values = {
         "seg_episode": episode[order].astype("<u4").tobytes(),
         "seg_times": np.stack([table.start, table.end], axis=1)[order].astype("<f4").tobytes(),
@@ -169,6 +204,9 @@ def encode_segments(
         "seg_text_offsets": offsets.astype("<u4").tobytes(),
         "seg_vectors": data.astype("<f2" if vectors.quantization == "float16" else "i1").tobytes(),
         "seg_bits": sign_bits(data).astype("<u8").tobytes(),
+        "seg_word_keys": word_keys.astype("<u8").tobytes(),
+        "seg_word_offsets": word_offsets.astype("<u4").tobytes(),
+        "seg_word_rows": word_rows.astype("<u4").tobytes(),
     }
     if vectors.quantization == "int8":
         assert vectors.scale is not None
@@ -193,6 +231,9 @@ class ShardSegments:
     vectors: np.ndarray
     scale: np.ndarray | None
     bits: np.ndarray
+    word_keys: np.ndarray
+    word_offsets: np.ndarray
+    word_rows: np.ndarray
     model: str
     quantization: str
 
@@ -206,6 +247,15 @@ class ShardSegments:
     def text(self, row: int) -> str:
         a, b = int(self.text_offsets[row]), int(self.text_offsets[row + 1])
         return bytes(self.text_blob[a:b]).decode("utf-8")
+
+    def rows_with_word(self, word: str) -> np.ndarray:
+        """Rows whose text holds ``word`` (one of :func:`words_of`), ascending."""
+        key = np.uint64(word_key(word))
+        i = int(np.searchsorted(self.word_keys, key))
+        if i == len(self.word_keys) or self.word_keys[i] != key:
+            return np.zeros(0, np.int64)
+        lo, hi = int(self.word_offsets[i]), int(self.word_offsets[i + 1])
+        return self.word_rows[lo:hi].astype(np.int64)
 
     def rows_of_episode(self, index: int) -> np.ndarray:
         """Rows of one episode, in time order."""
@@ -247,6 +297,9 @@ def decode_segments(values: dict[str, Any], meta: dict[str, Any]) -> ShardSegmen
         vectors=vectors,
         scale=arr("seg_scale", "<f4") if kind == "int8" else None,
         bits=arr("seg_bits", "<u8").reshape(-(-dim // 64), n),
+        word_keys=arr("seg_word_keys", "<u8"),
+        word_offsets=arr("seg_word_offsets", "<u4"),
+        word_rows=arr("seg_word_rows", "<u4"),
         model=str(meta["model"]),
         quantization=kind,
     )
@@ -265,6 +318,13 @@ def check_segments(segments: ShardSegments, meta: dict[str, Any], n_episodes: in
         problems.append("segment text offsets are inconsistent")
     elif n and not np.array_equal(segments.bits, sign_bits(segments.vectors)):
         problems.append("segment sign bits disagree with the vectors")
+    elif len(segments.word_offsets) != len(segments.word_keys) + 1 or (
+        len(segments.word_keys)
+        and (np.any(np.diff(segments.word_keys) == 0)
+             or int(segments.word_offsets[-1]) != len(segments.word_rows)
+             or (len(segments.word_rows) and int(segments.word_rows.max()) >= n))
+    ):  # fmt: skip
+        problems.append("segment word index is inconsistent")
     elif n and int(segments.episode.max()) >= n_episodes:
         problems.append("a segment names an episode that is not in the table")
     elif segments.scale is not None and len(segments.scale) != n:

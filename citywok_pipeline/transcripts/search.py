@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..snapshot.directory import Snapshot
-from ..snapshot.segments import ShardSegments, hamming, sign_bits
+from ..snapshot.segments import ShardSegments, hamming, sign_bits, words_of
 from ..snapshot.shard import Shard
 from .embedder import Embedder, load_embedder
 from .errors import TranscriptError
@@ -48,7 +48,6 @@ class _Part:
     segments: ShardSegments
     vectors: torch.Tensor  # over the memory map, no copy
     scale: torch.Tensor | None  # int8 only
-    text: bytes | None = None
 
 
 class SegmentSearcher:
@@ -233,34 +232,36 @@ class SegmentSearcher:
         return [(i, np.flatnonzero(d <= cut)) for i, d in enumerate(distances)]
 
     def _keyword_rows(self, i: int, keywords: Sequence[str]) -> np.ndarray:
-        part = self._parts[i]
-        if part.text is None:
-            part.text = bytes(part.segments.text_blob)
-        offsets = part.segments.text_offsets
+        """Rows of part ``i`` holding every keyword: the shard's word index, then (for a
+        phrase) a check of the candidates' text."""
+        seg = self._parts[i].segments
         result: np.ndarray | None = None
-        for kw in keywords:
-            positions = [m.start() for m in keyword_pattern(kw).finditer(part.text)]
-            rows = np.unique(np.searchsorted(offsets, positions, side="right") - 1)
-            result = rows if result is None else np.intersect1d(result, rows)
-            if not result.size:
-                break
-        return np.zeros(0, np.int64) if result is None else result.astype(np.int64)
+        for keyword in keywords:
+            words = keyword_words(keyword)
+            for word in words:
+                rows = seg.rows_with_word(word)
+                result = rows if result is None else np.intersect1d(result, rows)
+                if not result.size:
+                    return result
+            if len(words) > 1:
+                phrase = phrase_pattern(words)
+                assert result is not None
+                result = result[[bool(phrase.search(seg.text(int(r)))) for r in result]]
+        return np.zeros(0, np.int64) if result is None else result
 
 
-def keyword_pattern(keyword: str) -> re.Pattern[bytes]:
-    """A whole-word, case-insensitive match for ``keyword`` in UTF-8 text.
-
-    Bytes patterns fold ASCII case only, so a keyword with other letters is matched as
-    written, lower-case, upper-case and capitalised.
-    """
-    words = keyword.split()
+def keyword_words(keyword: str) -> list[str]:
+    """The words of a keyword or phrase (lower-cased runs of letters and digits)."""
+    words = words_of(keyword)
     if not words:
-        raise TranscriptError("a keyword must not be empty")
-    variants = {keyword, keyword.lower(), keyword.upper(), keyword.capitalize()}
-    alternatives = b"|".join(
-        re.escape(" ".join(v.split()).encode()).replace(rb"\ ", rb"\s+") for v in sorted(variants)
-    )
-    return re.compile(rb"(?<![\w])(?:" + alternatives + rb")(?![\w])", re.IGNORECASE)
+        raise TranscriptError(f"a keyword needs a letter or a digit, got {keyword!r}")
+    return words
+
+
+def phrase_pattern(words: Sequence[str]) -> re.Pattern[str]:
+    """The words in this order, whole, with only spaces or punctuation between, any case."""
+    body = r"\W+".join(re.escape(w) for w in words)
+    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
 
 
 def search_snapshot(

@@ -14,8 +14,9 @@ from citywok_pipeline.fingerprint.hashes import Hashes
 from citywok_pipeline.fingerprint.records import Episode
 from citywok_pipeline.snapshot import Snapshot, open_shard, verify_shard, write_shard
 from citywok_pipeline.snapshot.segments import SegmentTable, hamming, sign_bits
+from citywok_pipeline.transcripts import TranscriptError
 from citywok_pipeline.transcripts.embedder import quantize
-from citywok_pipeline.transcripts.search import SegmentSearcher, keyword_pattern
+from citywok_pipeline.transcripts.search import SegmentSearcher, keyword_words, phrase_pattern
 
 DIM = 32
 
@@ -193,6 +194,7 @@ def test_keywords_keep_only_segments_that_say_them(
     texts[7] = "Where did you put the Golden Kettle?"
     texts[31] = "The kettles were golden."  # not the whole word "kettle"
     texts[40] = "golden hour over the kettle pond"
+    texts[12] = "Rendez-vous au Caf\u00e9 du coin."
     segments = SegmentTable(
         np.zeros(50, np.uint32), np.arange(50, dtype=np.float32),
         np.arange(50, dtype=np.float32) + 1, texts, quantize(vectors), "test-model",
@@ -212,10 +214,15 @@ def test_keywords_keep_only_segments_that_say_them(
             2
         ] == pytest.approx(float(vectors[40] @ q), abs=2e-3)
         assert searcher.search_vector(q, keywords=["teapot"]) == []
+        found = searcher.hits(searcher.search_vector(q, keywords=["CAF\u00c9"], limit=10))
+        assert [h.text for h in found] == [texts[12]]
 
 
-def test_keyword_patterns_match_whole_words_in_any_case() -> None:
-    assert keyword_pattern("Kettle").search(b"the KETTLE, boiling")
-    assert not keyword_pattern("kettle").search(b"the kettles")
-    assert keyword_pattern("caf\u00e9").search("Le Caf\u00e9 du coin".encode())
-    assert keyword_pattern("golden  kettle").search(b"a golden\nkettle")
+def test_keywords_are_words_in_any_case_and_phrases_in_order() -> None:
+    assert keyword_words("Golden  KETTLE!") == ["golden", "kettle"]
+    assert keyword_words("CAF\u00c9") == ["caf\u00e9"]
+    with pytest.raises(TranscriptError, match="letter or a digit"):
+        keyword_words("?!")
+    phrase = phrase_pattern(["golden", "kettle"])
+    assert phrase.search("a Golden,\nkettle")
+    assert not phrase.search("a kettle, golden") and not phrase.search("golden kettles")
