@@ -178,7 +178,11 @@ class SegmentSearcher:
             if r.size:
                 parts.append(i)
                 found.append(r)
-                scores.append(self._score(i, torch.from_numpy(r), q))
+                if r.size * 4 > len(self._parts[i].segments):
+                    # Many rows: one pass over the contiguous vectors beats gathering them.
+                    scores.append(self._score(i, slice(None), q)[r])
+                else:
+                    scores.append(self._score(i, torch.from_numpy(r), q))
         if not found:
             return []
         all_scores = np.concatenate(scores)
