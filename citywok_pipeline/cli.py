@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,23 +78,43 @@ def index(
     """
     from tqdm import tqdm
 
-    from .indexer import index_library
+    from .indexer import TranscriptSide, index_library
 
     if not media_root.is_dir():
         _fail(f"{media_root}: media root is not a directory")
 
-    def bar(it, total):  # type: ignore[no-untyped-def]
-        return tqdm(
-            it,
-            total=total,
-            unit="file",
-            desc="fingerprinting",
-            file=sys.stderr,
-            disable=quiet,
-            dynamic_ncols=True,
-        )
+    def bar(desc: str):  # type: ignore[no-untyped-def]
+        def wrap(it, total):  # type: ignore[no-untyped-def]
+            return tqdm(
+                it,
+                total=total,
+                unit="file",
+                desc=desc,
+                file=sys.stderr,
+                disable=quiet,
+                dynamic_ncols=True,
+            )
 
-    report = index_library(media_root, snapshot_dir, params=DEFAULT_PARAMS, jobs=jobs, progress=bar)
+        return wrap
+
+    # The same models as the Dagster resources' defaults (and the same variable for the
+    # embedding model, which a search must use too).
+    transcripts = (
+        None
+        if fingerprints_only
+        else TranscriptSide.default(
+            embedding_model_path=os.environ.get("CITYWOK_EMBEDDING_MODEL_PATH") or None
+        )
+    )
+    report = index_library(
+        media_root,
+        snapshot_dir,
+        params=DEFAULT_PARAMS,
+        jobs=jobs,
+        progress=bar("fingerprinting"),
+        transcripts=transcripts,
+        transcript_progress=bar("transcribing"),
+    )
     for source, reason in report.skipped:
         click.echo(f"citywok: skipped {source}: {reason}", err=True)
     for source, reason in report.failures:
@@ -108,7 +129,12 @@ def index(
         f"indexed {media_root} into {snapshot_dir}: {len(report.seasons_built)} season(s) built, "
         f"{len(report.seasons_unchanged)} unchanged, {len(report.seasons_removed)} removed; "
         f"{report.decoded} file(s) fingerprinted, {report.reused} reused, {len(report.failures)} failed"
-        + (f"; {speed:.0f}x realtime" if speed else ""),
+        + (f"; {speed:.0f}x realtime" if speed else "")
+        + (
+            f"; {report.transcribed} transcribed, {report.segments} segment(s) in rebuilt seasons"
+            if transcripts is not None
+            else ""
+        ),
         err=True,
     )
     if report.failures:
@@ -272,13 +298,15 @@ def info(snapshot_dir: Path, as_json: bool) -> None:
         return
     click.echo(
         f"snapshot {data['path']}: {len(data['shards'])} shard(s), {data['episodes']} episode(s), "
-        f"{data['hours']} h of audio, {data['postings']} postings, {data['bytes']} bytes"
+        f"{data['hours']} h of audio, {data['postings']} postings, "
+        f"{data['segments']} transcript segments, {data['bytes']} bytes"
         + (f" ({data['bytes_per_hour'] / 1e6:.2f} MB/hour)" if data["bytes_per_hour"] else "")
     )
     for s in data["shards"]:
         click.echo(
             f"  {s['season']:<24} {s['episodes']:4d} episode(s) {s['hours']:8.3f} h "
-            f"{s['postings']:10d} postings {s['bytes']:12d} bytes  built {s['built_at']}"
+            f"{s['postings']:10d} postings {s['segments']:8d} segments {s['bytes']:12d} bytes  "
+            f"built {s['built_at']}"
         )
     click.echo("params: " + json.dumps(data["params"], sort_keys=True))
 

