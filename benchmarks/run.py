@@ -29,6 +29,7 @@ from citywok_pipeline.indexer import index_library, process_file
 from citywok_pipeline.library import scan_media
 from citywok_pipeline.snapshot import Snapshot, shard_paths
 
+from . import search_snapshot
 from .accuracy import WORK_RATE, build_corpus, evaluate
 from .layouts import compare_layouts
 from .simulate import simulate_snapshot
@@ -309,6 +310,8 @@ def write_results(res: dict) -> None:
             "for small ones, the key bitmap from a few hours up.",
             "",
         ]
+    # Benchmarks run on their own (transcript search) keep their section, from their last run.
+    lines += ["", *search_snapshot.results_section()]
     (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
 
 
