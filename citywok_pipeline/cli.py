@@ -237,13 +237,15 @@ def search(
     source = click.get_current_context().get_parameter_source("database")
     if database and len(args) == 2 and source == click.core.ParameterSource.ENVIRONMENT:
         database = None
-    want = 1 if database else 2
-    if len(args) != want:
-        _fail(
-            "give TEXT alone with --database"
-            if database
-            else "give SNAPSHOT_DIR and TEXT (or --database URL and TEXT)"
-        )
+    # SNAPSHOT_DIR TEXT searches the snapshot, even when CITYWOK_DATABASE_URL is set for the
+    # pipeline; TEXT alone searches the database.
+    given = click.get_current_context().get_parameter_source("database")
+    if len(args) == 2 and given is click.core.ParameterSource.COMMANDLINE:
+        _fail("give TEXT alone with --database")
+    if len(args) == 2:
+        database = None
+    elif len(args) != 1 or not database:
+        _fail("give SNAPSHOT_DIR and TEXT (or --database URL and TEXT)")
     text = args[-1]
     snap = None if database else _open_snapshot(args[0])
     try:

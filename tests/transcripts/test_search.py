@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -247,6 +248,21 @@ def test_citywok_search_bad_input_exits_2(tmp_path: Path, embedder: Embedder) ->
     assert alone.returncode == 2 and "SNAPSHOT_DIR and TEXT" in alone.stderr
     model = citywok("search", str(snap), "bread", "--model", str(tmp_path / "no-model"))
     assert model.returncode == 2 and str(tmp_path / "no-model") in model.stderr
+    both = citywok("search", str(snap), "bread", "--database", "postgresql://x@/y")
+    assert both.returncode == 2 and "TEXT alone with --database" in both.stderr
+
+
+def test_citywok_search_of_a_snapshot_ignores_a_database_set_for_the_pipeline(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    snap = build_snapshot(tmp_path / "snap", embedder)
+    result = subprocess.run(
+        [str(CITYWOK), "search", str(snap), "bread", "--json", "-n", "1"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "CITYWOK_DATABASE_URL": "postgresql://nobody@/nowhere"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["text"] == "We ran out of bread at midnight."
 
 
 def test_citywok_search_on_a_fingerprints_only_snapshot_finds_nothing(tmp_path: Path) -> None:
