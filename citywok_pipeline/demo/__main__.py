@@ -21,6 +21,7 @@ from ..fingerprint.audio import decode
 from ..fingerprint.matcher import match_samples
 from ..settings import citywok_home
 from ..snapshot import Snapshot
+from ..transcripts.search import search_snapshot
 from .degrade import DEGRADATIONS, cut
 from .library import SAMPLE_RATE, encode, generate_library, generate_unseen_audio
 
@@ -41,7 +42,6 @@ def materialise(home: Path, media: Path) -> bool:
 
     from ..definitions import build_definitions
     from ..embedded import prepare_dagster_home, run_pipeline_once
-    from ..resources.embedder import EmbedderResource
     from ..resources import (
         CatalogResource,
         LocalArtefactStore,
@@ -49,6 +49,7 @@ def materialise(home: Path, media: Path) -> bool:
         SnapshotDirectoryResource,
         TranscriberResource,
     )
+    from ..resources.embedder import EmbedderResource
 
     defs = build_definitions(
         {
@@ -68,7 +69,7 @@ def materialise(home: Path, media: Path) -> bool:
     for name, reason in report.skipped.items():
         say(f"   {name}: {reason}")
     say(
-        f"   {sum(r.success for r in videos)}/{len(videos)} video run(s) (raw_audio, fingerprints, transcript) and "
+        f"   {sum(r.success for r in videos)}/{len(videos)} video run(s) (raw_audio, fingerprints, transcript, segment_embeddings) and "
         f"{sum(r.success for r in seasons)}/{len(seasons)} season run(s) (season_snapshot + check) "
         f"succeeded in {time.perf_counter() - started:.1f} s"
     )
@@ -126,7 +127,26 @@ def main() -> int:
             result = match_samples(decode(path, sample_rate=snap.params.sample_rate), snap)
             say(f"\n   {path.name}: {what}")
             print(json.dumps(result.to_dict(str(path))))
+
+    say("\n== 5. Search the transcripts (citywok search SNAPSHOT TEXT --json)")
+    with Snapshot.open(snapshot) as snap:
+        heard = [
+            (shard, row)
+            for shard in snap.shards
+            if shard.segments is not None
+            for row in range(len(shard.segments))
+            if shard.episodes[int(shard.segments.episode[row])].source.endswith(target.path.name)
+        ]
+        if heard:
+            shard, row = max(heard, key=lambda h: len(h[0].segments.text(h[1]).split()))
+            text = shard.segments.text(row)
+            say(f"   what the transcriber heard in {target.path.name}: {text!r}")
+            for hit in search_snapshot(snap, text, limit=3):
+                print(json.dumps(hit.to_dict()))
+        else:
+            say("   the snapshot holds no transcript segments")
     say(f"\nTry it yourself: .venv/bin/citywok match {snapshot} {clips / 'noisy-phone-clip.mp3'}")
+    say(f'                 .venv/bin/citywok search {snapshot} "where did you put it" --limit 3')
     say("Browse the assets, partitions and runs: make dev (Dagster UI on http://127.0.0.1:3000)")
     return 0
 
