@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from citywok_pipeline.catalog import Catalog, plan_seasons
 from citywok_pipeline.snapshot import open_shard, verify_snapshot
 
 from .conftest import start_dev_server
@@ -19,6 +20,10 @@ from .conftest import start_dev_server
 pytestmark = pytest.mark.slow
 
 SEASON_A, SEASON_B = "harbour-lights-s01", "the-night-kitchen-s01"
+# Every video's run transcribes and embeds it too, each step in a fresh process that loads its
+# model: minutes on two cores, more when the machine is busy. The waits end as soon as the
+# condition holds.
+WAIT_S = 480
 
 
 def episodes_in(shard: Path) -> list[str]:
@@ -29,6 +34,21 @@ def episodes_in(shard: Path) -> list[str]:
         return [e.episode_id for e in opened.episodes]
     finally:
         opened.close()
+
+
+def settled(catalog: Path) -> bool:
+    """Every present video went all the way (fingerprints and embeddings) and every season's
+    shard holds what its videos give it: nothing left for the season sensor to request."""
+    if not catalog.is_file():
+        return False
+    cat = Catalog(catalog)
+    videos = cat.videos(include_removed=True)
+    present = [v for v in videos if not v.removed]
+    return (
+        bool(present)
+        and all(v.fingerprints_version and v.embeddings_version for v in present)
+        and not plan_seasons(videos, cat.season_builds())
+    )
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
@@ -46,12 +66,15 @@ def test_new_files_are_discovered_and_materialised_without_a_reload(
     home = tmp_path / "citywok"
     log = tmp_path / "dagster-dev.log"
     snapshot = home / "snapshot"
+    catalog = home / "catalog.sqlite"
     with start_dev_server(home, media_root, log) as server:
-        # Nothing was materialised: the sensors and the queued runs build every shard.
+        # Nothing was materialised: the sensors and the queued runs build every shard (first
+        # from fingerprints, again when the transcripts' embeddings land).
         wait_until(
             lambda: len(episodes_in(snapshot / f"{SEASON_A}.lmdb")) == 2
-            and len(episodes_in(snapshot / f"{SEASON_B}.lmdb")) == 2,
-            180, "the daemon did not build both shards", log,
+            and len(episodes_in(snapshot / f"{SEASON_B}.lmdb")) == 2
+            and settled(catalog),
+            WAIT_S, "the daemon did not build both shards", log,
         )  # fmt: skip
         assert verify_snapshot(snapshot) == []
 
@@ -61,8 +84,8 @@ def test_new_files_are_discovered_and_materialised_without_a_reload(
         other_before = other.read_bytes()
         shutil.copyfile(spare, media_root / relative)
         wait_until(
-            lambda: len(episodes_in(snapshot / f"{season}.lmdb")) == 3,
-            180, "the new episode did not reach its season's shard", log,
+            lambda: len(episodes_in(snapshot / f"{season}.lmdb")) == 3 and settled(catalog),
+            WAIT_S, "the new episode did not reach its season's shard", log,
         )  # fmt: skip
         assert other.read_bytes() == other_before
 
