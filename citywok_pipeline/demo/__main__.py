@@ -40,30 +40,31 @@ def materialise(home: Path, media: Path) -> bool:
     """Discover ``media`` and materialise every asset for every partition, in-process."""
     import dagster as dg
 
-    from ..definitions import build_definitions
+    from ..definitions import build_definitions, resources_for
     from ..embedded import prepare_dagster_home, run_pipeline_once
-    from ..resources import (
-        CatalogResource,
-        LocalArtefactStore,
-        SeasonFoldersResource,
-        SnapshotDirectoryResource,
-        TranscriberResource,
-    )
-    from ..resources.embedder import EmbedderResource
+    from ..resources import LocalArtefactStore, SeasonFoldersResource
 
+    # The embedded defaults (local folders under CITYWOK_HOME, packaged CPU models), whatever
+    # the environment says, with the demo library as the media source.
     defs = build_definitions(
         {
+            **resources_for({}),
             "media": SeasonFoldersResource(root=str(media)),
-            "catalog": CatalogResource(),
             "artefacts": LocalArtefactStore(),
-            "snapshots": SnapshotDirectoryResource(),
-            "transcriber": TranscriberResource(),
-            "embedder": EmbedderResource(),
         }
     )
     started = time.perf_counter()
     with dg.DagsterInstance.from_config(str(prepare_dagster_home(home / "dagster"))) as instance:
         report = run_pipeline_once(defs, instance, progress=lambda line: say(f"   run {line}"))
+        published = None
+        if not report.failures:
+            # The last asset: the snapshot as an immutable version in the (local) bucket.
+            result = defs.resolve_job_def("publish_job").execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
+            published = result.success
     videos = report.runs_of("video_job")
     seasons = report.runs_of("season_snapshot_job")
     for name, reason in report.skipped.items():
@@ -75,7 +76,12 @@ def materialise(home: Path, media: Path) -> bool:
     )
     for r in report.failures:
         say(f"   FAILED {r.job} {r.partition}: {r.error}")
-    return not report.failures
+    if published is not None:
+        say(
+            f"   publish_job (published_version): {'succeeded' if published else 'FAILED'}; "
+            f"versions in {home / 'published'}"
+        )
+    return not report.failures and bool(published)
 
 
 def main() -> int:
