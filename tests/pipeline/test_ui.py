@@ -22,11 +22,23 @@ from .conftest import REPO, DevServer, Pipeline, graphql, start_dev_server
 pytestmark = pytest.mark.slow
 
 ARTIFACTS = REPO / "tests" / "artifacts"
-ASSETS = ("source_media", "raw_audio", "fingerprints", "season_snapshot")
+ASSETS = (
+    "source_media",
+    "raw_audio",
+    "fingerprints",
+    "transcript",
+    "segment_embeddings",
+    "season_snapshot",
+    "published_version",
+)
 LINEAGE = {
     ("source_media", "raw_audio"),
     ("raw_audio", "fingerprints"),
+    ("raw_audio", "transcript"),
+    ("transcript", "segment_embeddings"),
     ("fingerprints", "season_snapshot"),
+    ("segment_embeddings", "season_snapshot"),
+    ("season_snapshot", "published_version"),
 }
 
 
@@ -55,22 +67,32 @@ def browse(url: str, *, screenshot: Path | None = None) -> str:
 
 def drawn_graph(dom: str) -> tuple[dict[str, float], set[tuple[str, str]]]:
     """Asset nodes (name -> left x) and the edges the lineage graph draws between them."""
-    nodes: dict[str, tuple[float, float]] = {}
+    boxes: dict[str, tuple[float, float, float, float]] = {}  # left, right, top, bottom
     for chunk in dom.split("<foreignObject")[1:]:
-        box = re.match(r'\s+x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', chunk)
+        box = re.match(r'\s+x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"', chunk)
         names = re.findall(r">(" + "|".join(ASSETS) + r")<", chunk.split("</foreignObject>")[0])
         if box and len(set(names)) == 1:
-            nodes[names[0]] = (float(box.group(1)), float(box.group(1)) + float(box.group(2)))
+            x, y, w, h = (float(v) for v in box.groups())
+            boxes[names[0]] = (x, x + w, y, y + h)
     edges = set()
-    for start, end in re.findall(
-        r'<path d="M([\d.]+),[\d.]+C[^"]*?([\d.]+),[\d.]+" stroke="var\(--color-lineage-edge\)"',
+    for x0, y0, x1, y1 in re.findall(
+        r'<path d="M([\d.]+),([\d.]+)C[^"]*?([\d.]+),([\d.]+)" stroke="var\(--color-lineage-edge\)"',
         dom,
     ):
-        src = [n for n, (_, right) in nodes.items() if abs(right - float(start)) < 2]
-        dst = [n for n, (left, _) in nodes.items() if 0 <= left - float(end) < 12]
+        # An edge leaves the right side of its source and ends just left of its target.
+        src = [
+            n
+            for n, (_, right, top, bottom) in boxes.items()
+            if abs(right - float(x0)) < 2 and top - 2 <= float(y0) <= bottom + 2
+        ]
+        dst = [
+            n
+            for n, (left, _, top, bottom) in boxes.items()
+            if 0 <= left - float(x1) < 12 and top - 2 <= float(y1) <= bottom + 2
+        ]
         if len(src) == len(dst) == 1:
             edges.add((src[0], dst[0]))
-    return {n: left for n, (left, _) in nodes.items()}, edges
+    return {n: b[0] for n, b in boxes.items()}, edges
 
 
 @pytest.fixture
@@ -92,11 +114,12 @@ def test_the_ui_shows_the_assets_and_their_lineage(dev_server: DevServer) -> Non
     served = {(d["path"][0], n["assetKey"]["path"][0]) for n in nodes for d in n["dependencyKeys"]}
     assert served == LINEAGE
 
-    lineage_url = f"{dev_server.base}/assets/fingerprints?view=lineage&lineageDepth=3"
+    # Everything is within three steps of the season's shard, up or down.
+    lineage_url = f"{dev_server.base}/assets/season_snapshot?view=lineage&lineageDepth=3"
     dom = browse(lineage_url)
     left, edges = drawn_graph(dom)
     assert set(left) == set(ASSETS), f"asset nodes drawn: {sorted(left)}"
-    assert sorted(left, key=left.__getitem__) == list(ASSETS)
+    assert all(left[a] < left[b] for a, b in LINEAGE), left  # drawn left to right
     assert edges == LINEAGE
     assert "Join the Dagster community" not in dom
 
