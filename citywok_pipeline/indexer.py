@@ -13,7 +13,6 @@ some of the same embedding model).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .files import file_sha256
 from .fingerprint.audio import DecodeError, decode
 from .fingerprint.hashes import Hashes
 from .fingerprint.matcher import fingerprint
@@ -46,14 +46,6 @@ class Processed:
     sha256: str
     duration_s: float
     hashes: Hashes
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def process_file(path: str | os.PathLike[str], params: FingerprintParams) -> Processed:

@@ -9,8 +9,8 @@ import dagster as dg
 
 from ..artefacts import data_version, encode_flac, png_markdown, waveform_png
 from ..catalog import Catalog, VideoRecord
+from ..files import file_sha256
 from ..fingerprint.audio import DecodeError, decode
-from ..indexer import file_sha256
 from ..resources import ArtefactStore, CatalogResource, SeasonFoldersResource, YouTubeResource
 from ..youtube import is_youtube_episode, video_id_of
 from .partitions import AUDIO_CODE_VERSION, PARAMS, RETRY, raw_audio_key, video_partitions

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
+from ..files import fsync_dir
+
 # Objects at or above this size are sent as a multipart upload, in parts of this size.
 MULTIPART_THRESHOLD = 64 << 20
 _CHUNK = 1 << 20
@@ -159,14 +161,6 @@ def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class LocalBucket(Bucket):
     """A folder laid out like the bucket (the embedded default, ``file:///path``).
 
@@ -220,7 +214,7 @@ class LocalBucket(Bucket):
                 os.link(tmp, target)
             except FileExistsError:
                 return False
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             return True
         finally:
             tmp.unlink(missing_ok=True)
@@ -254,7 +248,7 @@ class LocalBucket(Bucket):
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, target)
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
             finally:
                 tmp.unlink(missing_ok=True)
         return _sha256_hex(data)

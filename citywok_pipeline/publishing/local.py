@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import fsync_dir
 from ..snapshot import verify_snapshot
 from .bucket import Bucket
 from .versions import Manifest, ManifestError, ShardEntry, read_latest, read_manifest
@@ -58,14 +59,6 @@ def current_version(path: str | os.PathLike[str]) -> str | None:
         return str(json.loads(manifest.read_bytes())["version"])
     except (FileNotFoundError, NotADirectoryError, ValueError, KeyError):
         return None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -130,7 +123,7 @@ def switch_to(pull_dir: str | os.PathLike[str], version: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(pull_dir)
+    fsync_dir(pull_dir)
 
 
 def pull_version(
@@ -184,7 +177,7 @@ def pull_version(
                 raise IntegrityError(
                     f"{bucket.url} version {version} fails verification: " + "; ".join(problems)
                 )
-            _fsync_dir(staging)
+            fsync_dir(staging)
             with contextlib.suppress(OSError):
                 # Another pull of the same version may have finished first: same content.
                 staging.rename(target)

@@ -23,6 +23,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from ..files import file_sha256
 from ..snapshot import Snapshot, SnapshotError, verify_snapshot
 from ..snapshot.shard import FORMAT_VERSION
 from .bucket import BlobNotFoundError, Bucket, PreconditionFailedError
@@ -56,14 +57,6 @@ def blob_key(sha256: str) -> str:
 
 def manifest_key(version: str) -> str:
     return f"{VERSIONS_PREFIX}{version}.json"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

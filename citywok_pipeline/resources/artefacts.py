@@ -21,6 +21,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from pydantic import Field, PrivateAttr
 
+from ..files import file_sha256
 from ..publishing.bucket import s3_client
 from ..settings import citywok_home
 
@@ -40,14 +41,6 @@ class StoredArtefact:
     uri: str
     size: int
     sha256: str
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_key(key: str) -> str:
@@ -112,7 +105,7 @@ class LocalArtefactStore(ArtefactStore):
                 shutil.copyfileobj(src, f, 1 << 20)
 
         target = self._write_aside(key, copy)
-        return StoredArtefact(key, target.as_uri(), target.stat().st_size, _file_sha256(target))
+        return StoredArtefact(key, target.as_uri(), target.stat().st_size, file_sha256(target))
 
     def _write_aside(self, key: str, write: Any) -> Path:
         """Write a temporary file beside the target with ``write(f)``, then rename it into place."""
@@ -216,7 +209,7 @@ class S3ArtefactStore(ArtefactStore):
             Config=TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20),
         )  # fmt: skip
         return StoredArtefact(
-            key, self.uri(key), Path(path).stat().st_size, _file_sha256(Path(path))
+            key, self.uri(key), Path(path).stat().st_size, file_sha256(Path(path))
         )
 
     def get(self, key: str) -> bytes:

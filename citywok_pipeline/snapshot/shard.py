@@ -36,6 +36,7 @@ import numpy as np
 import xxhash
 import zstandard
 
+from ..files import fsync_dir
 from ..fingerprint.hashes import Hashes
 from ..fingerprint.index import LAYOUTS, PostingArrays, build_postings
 from ..fingerprint.params import FingerprintParams, ParameterError
@@ -64,14 +65,6 @@ class ParamsMismatchError(SnapshotError):
 
 def _checksum(data: bytes | memoryview) -> str:
     return xxhash.xxh64(data).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -177,7 +170,7 @@ def write_shard(
         finally:
             env.close()
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
