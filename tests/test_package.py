@@ -18,6 +18,14 @@ DAGSTER_FREE_CORE = (
     "citywok_pipeline.snapshot",
     "citywok_pipeline.library",
     "citywok_pipeline.indexer",
+    "citywok_pipeline.transcripts",
+    "citywok_pipeline.transcripts.transcriber",
+    "citywok_pipeline.transcripts.search",
+    "citywok_pipeline.transcripts.postgres",
+    "citywok_pipeline.publishing",
+    "citywok_pipeline.serving",
+    "citywok_pipeline.youtube",
+    "citywok_pipeline.files",
 )
 
 
