@@ -130,6 +130,10 @@ def create_app(
     def search(
         q: Annotated[str, Query(min_length=1, description="What is said, in any words.")],
         limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = 10,
+        keyword: Annotated[
+            list[str] | None,
+            Query(description="Only segments saying this word or phrase (repeatable)."),
+        ] = None,
     ) -> list[dict[str, Any]]:
         """A list in the ``citywok search --json`` shape:
         ``{"episode_id", "source", "start_s", "end_s", "text", "score"}``."""
@@ -142,7 +146,7 @@ def create_app(
                     f"version {held.version or 'in use'} holds no transcript segments "
                     "(built with fingerprints only): there is nothing to search",
                 )
-            hits = _searcher(held, embedder).search(q, limit=limit)
+            hits = _searcher(held, embedder).search(q, limit=limit, keywords=keyword or ())
             return [h.to_dict() for h in hits]
 
     @app.get("/episodes", summary="Every episode in the version being served")
