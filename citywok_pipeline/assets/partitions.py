@@ -42,7 +42,14 @@ GPU_OP_TAGS: dict[str, object] = {
                 "limits": {"nvidia.com/gpu": "1"},
                 "requests": {"nvidia.com/gpu": "1"},
             }
-        }
+        },
+        # GPU nodes as NVIDIA's GPU feature discovery labels them; the GPU taint tolerated.
+        "pod_spec_config": {
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+        },
     },
 }
 

@@ -3,6 +3,8 @@ its executor and the GPU steps' pod config are checked as configuration only."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from citywok_pipeline.assets.partitions import GPU_OP_TAGS
@@ -35,5 +37,17 @@ def test_gpu_steps_go_to_the_gpu_queue_and_request_a_gpu_node_on_kubernetes() ->
     k8s = GPU_OP_TAGS["dagster-k8s/config"]
     assert isinstance(k8s, dict)
     assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # As dagster-k8s reads the tag and the Kubernetes client builds the pod spec from it (no
+    # cluster runs here: this checks the configuration only).
+    import kubernetes
+    from dagster_k8s.job import get_user_defined_k8s_config
+    from dagster_k8s.models import k8s_model_from_dict
+
+    parsed = get_user_defined_k8s_config({"dagster-k8s/config": json.dumps(k8s)})
+    pod = k8s_model_from_dict(
+        kubernetes.client.V1PodSpec, {"containers": [], **parsed.pod_spec_config}
+    )
+    assert pod.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert [t.key for t in pod.tolerations] == ["nvidia.com/gpu"]
     executor = executor_for({"CITYWOK_EXECUTOR": "k8s", "CITYWOK_K8S_NAMESPACE": "media"})
     assert executor.name == "k8s"
