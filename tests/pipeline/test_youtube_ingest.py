@@ -1,5 +1,5 @@
 """A new upload end to end: the feed sensor, yt-dlp's generic extractor downloading from a local
-HTTP server (youtube.com is unreachable here), the video's assets and its channel's shard."""
+HTTP server (youtube.com is unreachable here), the video's assets, its channel's shard and a new published version."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from citywok_pipeline.catalog import Catalog
 from citywok_pipeline.definitions import build_definitions, resources_for
 from citywok_pipeline.embedded import PassReport, apply_sensor_result, evaluate_sensor
+from citywok_pipeline.publishing.versions import read_latest, read_manifest
 from citywok_pipeline.resources import YouTubeResource
 from citywok_pipeline.snapshot import Snapshot
 from tests.youtube.server import Failure, Video, serve_local_youtube
@@ -57,3 +58,11 @@ def test_a_new_upload_is_downloaded_materialised_and_lands_in_its_channels_shard
     assert "youtube kitchen0001" in (tmp_path / "yt" / "download-archive.txt").read_text()
     with Snapshot.open(pipeline.snapshot) as snapshot:
         assert {e.episode_id for e in snapshot.episodes} == {"yt-kitchen0001"}
+    # And the shard reaches a new published version.
+    published = defs.resolve_job_def("publish_job").execute_in_process(instance=pipeline.instance)
+    assert published.success
+    bucket = resources["versions"].bucket()
+    latest = read_latest(bucket)
+    assert latest is not None
+    manifest = read_manifest(bucket, latest.version)
+    assert [(s.season, s.episodes) for s in manifest.shards] == [(f"yt-{CHANNEL}", 1)]
