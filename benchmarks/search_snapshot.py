@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,14 @@ from citywok_pipeline.snapshot.segments import SegmentTable
 from citywok_pipeline.transcripts.embedder import load_embedder, quantize
 from citywok_pipeline.transcripts.search import CANDIDATE_FRACTION, SegmentSearcher
 
-from .search_pg import SEGMENTS_PER_VIDEO, STEP_S, exact_top, simulate_texts, simulate_vectors
+from .search_pg import (
+    SEGMENTS_PER_VIDEO,
+    STEP_S,
+    _percentiles,
+    exact_top,
+    simulate_texts,
+    simulate_vectors,
+)
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -51,15 +57,6 @@ SECTION_START, SECTION_END = "<!-- search_snapshot -->", "<!-- /search_snapshot 
 
 def log(msg: str) -> None:
     print(f"[search_snapshot] {msg}", file=sys.stderr, flush=True)
-
-
-def _percentiles(times_s: list[float]) -> dict[str, float]:
-    ms = sorted(t * 1000 for t in times_s)
-    return {
-        "p50_ms": round(statistics.median(ms), 2),
-        "p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 2),
-        "mean_ms": round(statistics.fmean(ms), 2),
-    }
 
 
 def bench_embedding(sentences: int = 2000) -> dict[str, Any]:

@@ -309,26 +309,22 @@ class S3Bucket(Bucket):
     def _not_found(self, key: str) -> BlobNotFoundError:
         return BlobNotFoundError(f"{self.uri(key)}: no such object")
 
-    def read(self, key: str) -> Blob:
+    def _get_object(self, key: str) -> dict[str, Any]:
         from botocore.exceptions import ClientError
 
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=self._object(key))
+            return self.client.get_object(Bucket=self.bucket, Key=self._object(key))
         except ClientError as exc:
             if _error_code(exc) in _NOT_FOUND:
                 raise self._not_found(key) from None
             raise
+
+    def read(self, key: str) -> Blob:
+        resp = self._get_object(key)
         return Blob(resp["Body"].read(), resp["ETag"])
 
     def download(self, key: str, out: IO[bytes]) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=self._object(key))
-        except ClientError as exc:
-            if _error_code(exc) in _NOT_FOUND:
-                raise self._not_found(key) from None
-            raise
+        resp = self._get_object(key)
         for chunk in resp["Body"].iter_chunks(_CHUNK):
             out.write(chunk)
 
