@@ -456,6 +456,11 @@ def prune(bucket_url: str, keep: int, grace_s: float) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="Server processes on the port, each using about one core and mapping the same "
+    "shards [default: one per core].",
+)  # fmt: skip
+@click.option(
     "--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Where a BUCKET_URL source is pulled to [default: $CITYWOK_HOME/serve-cache].",
 )  # fmt: skip
@@ -467,8 +472,19 @@ def prune(bucket_url: str, keep: int, grace_s: float) -> None:
     "--max-upload", "max_upload", type=click.IntRange(min=1), default=20 << 20,
     show_default=True, help="Largest accepted upload for POST /match, in bytes.",
 )  # fmt: skip
+@click.option(
+    "--max-clip", "max_clip_s", type=click.FloatRange(min=0, min_open=True), default=120.0,
+    show_default=True, help="Seconds of an upload that are decoded and matched (the first).",
+)  # fmt: skip
 def serve(
-    source: str, host: str, port: int, cache_dir: Path | None, poll_s: float, max_upload: int
+    source: str,
+    host: str,
+    port: int,
+    workers: int | None,
+    cache_dir: Path | None,
+    poll_s: float,
+    max_upload: int,
+    max_clip_s: float,
 ) -> None:
     """Serve SOURCE (a snapshot DIR or a BUCKET_URL) over HTTP: POST /match, GET /search,
     GET /episodes, GET /healthz, docs at /docs.
@@ -477,31 +493,37 @@ def serve(
     as it is. New versions (a new DIR/current, a moved latest.json) are swapped in between
     requests. Read-only: it never starts ingestion.
     """
-    from .publishing import PullError, is_bucket_url
-    from .serving import BucketSource, DirectorySource, LiveSnapshot
+    from .publishing import BucketError, PullError, is_bucket_url
+    from .serving import LiveSnapshot, ServeConfig, default_workers
     from .serving import serve as run_server
     from .settings import citywok_home
     from .snapshot import SnapshotError
 
-    src: Any
-    if is_bucket_url(source):
-        src = BucketSource(_bucket(source), cache_dir or citywok_home() / "serve-cache")
-    else:
-        src = DirectorySource(source)
+    config = ServeConfig(
+        source=source,
+        cache_dir=str(cache_dir or citywok_home() / "serve-cache")
+        if is_bucket_url(source)
+        else None,
+        max_upload_bytes=max_upload,
+        max_clip_s=max_clip_s,
+        poll_s=poll_s or None,
+    )
+    # Opened once here so that a bad source fails now, with one clear line (and a bucket is
+    # pulled before the workers start); each worker then opens it for itself.
     try:
         with _bucket_errors(source):
-            live = LiveSnapshot(src)
-    except (SnapshotError, PullError) as exc:
+            live = LiveSnapshot(config.snapshot_source())
+    except (SnapshotError, PullError, BucketError) as exc:
         _fail(str(exc))
+    version = live.version
+    live.close()
+    workers = workers or default_workers()
     click.echo(
-        f"serving {src.describe()} (version {live.version or 'unpublished'}) on "
-        f"http://{host}:{port}",
+        f"serving {source} (version {version or 'unpublished'}) on http://{host}:{port} "
+        f"with {workers} worker(s)",
         err=True,
     )
-    run_server(
-        live, host=host, port=port, max_upload_bytes=max_upload, poll_s=poll_s or None,
-        log_level="warning",
-    )  # fmt: skip
+    run_server(config, host=host, port=port, workers=workers, log_level="warning")
 
 
 if __name__ == "__main__":

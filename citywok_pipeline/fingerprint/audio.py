@@ -5,6 +5,11 @@ path, an http(s)/file URL or raw bytes. ffmpeg runs once per call with its outpu
 back, so there are no temporary files and no ffprobe on the hot path: ffprobe runs only
 after a failure, to say more precisely why.
 
+`decode_in_process` decodes a short clip's bytes inside this process with PyAV (the same
+libav libraries, the same downmix and resampler settings), for servers: starting an ffmpeg
+process costs more than decoding a 5 s clip. What it cannot decode goes to `decode`, which
+either manages or gives the precise reason.
+
 Every problem with the input (missing, empty, not audio, truncated, ffmpeg absent, too
 slow) is a `DecodeError` naming the input and the reason; a bad argument is a
 `ParameterError`.
@@ -12,6 +17,7 @@ slow) is a `DecodeError` naming the input and the reason; a bad argument is a
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -19,6 +25,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -29,7 +36,7 @@ import numpy as np
 
 from .params import ParameterError
 
-__all__ = ["DecodeError", "decode", "duration_s"]
+__all__ = ["DecodeError", "decode", "decode_in_process", "duration_s"]
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +233,140 @@ def decode(
         # Decoders (mp3, aac) and the resampler overshoot full scale a little on loud audio.
         return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
     raise DecodeError(src.label, _failure_reason(src, proc.returncode, stderr, timeout_s))
+
+
+def decode_in_process(
+    data: bytes,
+    *,
+    sample_rate: int = 8000,
+    label: str | None = None,
+    suffix: str = "",
+    max_seconds: float | None = None,
+) -> np.ndarray:
+    """Decode a media file's bytes to mono float32 PCM inside this process (PyAV).
+
+    The output equals `decode`'s for the same file (same libav decoders, the downmix as an
+    average, the same resampler), without the cost of starting ffmpeg, which dominates for
+    clips of a few seconds. The input is read from memory with seeking, so an MP4 whose
+    index follows the audio decodes too.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+    sample_rate : int
+        Output rate in Hz, 1 kHz to 768 kHz.
+    label : str, optional
+        Name used in error messages (default ``'<bytes>'``).
+    suffix : str
+        The file's extension (``'.mp3'``), a hint for the ffmpeg fallback.
+    max_seconds : float, optional
+        Stop after this much audio: the result is the first ``max_seconds`` seconds.
+
+    Returns
+    -------
+    np.ndarray, shape (n,), float32
+        Samples in [-1, 1] at ``sample_rate``.
+
+    Raises
+    ------
+    DecodeError
+        As `decode`: when PyAV cannot decode the input (or is not installed) the bytes go to
+        the ffmpeg command through a temporary file, which decodes them or says why not.
+    ParameterError
+        ``sample_rate`` or ``max_seconds`` is invalid.
+    """
+    _check_sample_rate(sample_rate)
+    if max_seconds is not None and (
+        isinstance(max_seconds, bool) or not isinstance(max_seconds, Real) or not max_seconds > 0
+    ):
+        raise ParameterError(f"max_seconds must be a positive number, got {max_seconds!r}")
+    name = label or BYTES_LABEL
+    if not data:
+        raise DecodeError(name, "no data (0 bytes)")
+    limit = None if max_seconds is None else round(max_seconds * sample_rate)
+    try:
+        samples = _pyav_decode(bytes(data), int(sample_rate), limit, name)
+    except Exception as exc:  # any libav failure: ffmpeg says precisely why
+        logger.debug("%s: PyAV could not decode it (%s); trying ffmpeg", name, exc)
+        samples = None
+    if samples is not None and samples.size:
+        return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
+    with tempfile.NamedTemporaryFile(suffix=_safe_suffix(suffix)) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        out = decode(tmp.name, sample_rate=sample_rate, label=name)
+    return out if limit is None else out[:limit]
+
+
+def _safe_suffix(suffix: str) -> str:
+    """An extension safe to put in a file name (ffmpeg guesses some formats by it)."""
+    return suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,12}", suffix or "") else ""
+
+
+def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) -> np.ndarray | None:
+    """Decode with PyAV through the filter chain the ffmpeg command uses; None when there is
+    no audio stream. Raises on what libav cannot read (the caller falls back to ffmpeg)."""
+    import io
+
+    import av  # PyAV: libav in-process; a dependency of faster-whisper too
+
+    with av.open(io.BytesIO(data), mode="r") as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.best("audio")
+        graph = av.filter.Graph()
+        chain = [
+            graph.add_abuffer(template=stream),
+            # As `decode`: the downmix matrix normalised so that mono is an average.
+            graph.add("aresample", f"{sample_rate}:rematrix_maxval=1.0"),
+            graph.add(
+                "aformat", f"sample_fmts=flt:channel_layouts=mono:sample_rates={sample_rate}"
+            ),
+            graph.add("abuffersink"),
+        ]
+        for a, b in itertools.pairwise(chain):
+            a.link_to(b)
+        graph.configure()
+        parts: list[np.ndarray] = []
+        n = 0
+
+        def drain() -> None:
+            nonlocal n
+            while True:
+                try:
+                    frame = graph.pull()
+                except (av.BlockingIOError, av.EOFError):
+                    return
+                parts.append(frame.to_ndarray().reshape(-1))
+                n += parts[-1].size
+
+        errors = 0
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError:
+                # As ffmpeg does: a damaged packet is skipped, the rest still decodes.
+                errors += 1
+                continue
+            for frame in frames:
+                graph.push(frame)
+                drain()
+            if limit is not None and n >= limit:
+                break
+        else:
+            graph.push(None)
+            drain()
+        if errors and n:
+            logger.warning(
+                "%s: decoded with %d damaged packet(s) skipped, the audio may be incomplete",
+                name,
+                errors,
+            )
+    if not parts:
+        return np.zeros(0, dtype=np.float32)
+    out = np.concatenate(parts)
+    return out if limit is None else out[:limit]
 
 
 def duration_s(samples: np.ndarray, sample_rate: int) -> float:

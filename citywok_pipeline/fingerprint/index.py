@@ -20,6 +20,7 @@ LMDB get each.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -80,13 +81,8 @@ class PostingArrays:
     def __post_init__(self) -> None:
         if (self.keys is None) == (self.bitmap is None):
             raise ParameterError("posting arrays need keys or a key bitmap (exactly one)")
-        if self.bitmap is not None:
-            if self.offsets is None or self.bitmap.size != BITMAP_WORDS:
-                raise ParameterError("the bitmap layout needs offsets and a 2**22-bit bitmap")
-            # Set bits before each word: a key's rank is this plus a popcount within its word.
-            counts = np.bitwise_count(self.bitmap).astype(np.int64)
-            rank = np.concatenate(([0], np.cumsum(counts)[:-1]))
-            object.__setattr__(self, "_rank", rank)
+        if self.bitmap is not None and (self.offsets is None or self.bitmap.size != BITMAP_WORDS):
+            raise ParameterError("the bitmap layout needs offsets and a 2**22-bit bitmap")
 
     @property
     def layout(self) -> str:
@@ -191,8 +187,20 @@ class PostingArrays:
         hi = np.where(found, self.offsets[i + 1], 0).astype(np.int64)
         return lo, hi
 
+    def word_ranks(self) -> np.ndarray:
+        """Set bits of the bitmap before each word, shape (BITMAP_WORDS,), int64: a key's rank
+        among the present keys is this plus a popcount within its word. Computed on first
+        use (a snapshot searched through :class:`StackedPostings` never needs it)."""
+        assert self.bitmap is not None
+        if self._rank is None:
+            counts = np.bitwise_count(self.bitmap).astype(np.int64)
+            object.__setattr__(self, "_rank", np.concatenate(([0], np.cumsum(counts)[:-1])))
+        assert self._rank is not None
+        return self._rank
+
     def _bitmap_ranges(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        assert self.bitmap is not None and self.offsets is not None and self._rank is not None
+        assert self.bitmap is not None and self.offsets is not None
+        rank = self.word_ranks()
         q = np.asarray(query, dtype=np.int64)
         valid = (q >= 0) & (q < (1 << HASH_BITS))
         q = np.where(valid, q, 0)
@@ -200,7 +208,7 @@ class PostingArrays:
         bit = (q & 63).astype(np.uint64)
         found = valid & ((word >> bit) & np.uint64(1)).astype(bool)
         below = word & ((np.uint64(1) << bit) - np.uint64(1))
-        r = np.where(found, self._rank[q >> 6] + np.bitwise_count(below), 0)
+        r = np.where(found, rank[q >> 6] + np.bitwise_count(below), 0)
         lo = np.where(found, self.offsets[r], 0).astype(np.int64)
         hi = np.where(found, self.offsets[np.where(found, r + 1, 0)], 0).astype(np.int64)
         return lo, hi
@@ -247,6 +255,163 @@ class PostingArrays:
         mask = (self.packed >> self.off_bits) == episode
         frames = self.packed[mask] & ((1 << self.off_bits) - 1)
         return Hashes(self.posting_keys()[mask].copy(), frames.astype(np.float32))
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+class StackedPostings:
+    """The postings of several shards looked up together, as if they were one index.
+
+    Looking keys up shard by shard costs a few dozen small numpy calls per shard, which
+    dominates a query on a library of a hundred seasons. Here the bitmaps of every shard in
+    the bitmap layout are stacked into one ``(shards, words)`` array, so finding which shards
+    hold which query keys, and their ranks, is one vectorised pass for all of them; per shard
+    there remain two gathers (offsets, then postings) for the keys it holds. Shards in the
+    other layouts (small ones) are looked up on their own.
+
+    The stacked copy costs 768 KiB of memory per bitmap shard (the bitmap and int32 word
+    ranks); it is made on construction, typically at a snapshot's first query.
+
+    Parameters
+    ----------
+    parts : sequence of PostingArrays
+        One per shard.
+    bases : sequence of int
+        The global index of each shard's first episode (hits report global episodes).
+    """
+
+    def __init__(self, parts: Sequence[PostingArrays], bases: Sequence[int]) -> None:
+        if len(parts) != len(bases):
+            raise ParameterError("one episode base per part is needed")
+        self.parts = list(parts)
+        self.bases = np.asarray(bases, dtype=np.int64)
+        self._stacked = np.array(
+            [i for i, p in enumerate(self.parts) if p.layout == "bitmap"], dtype=np.int64
+        )
+        self._others = [i for i, p in enumerate(self.parts) if p.layout != "bitmap"]
+        n = self._stacked.size
+        self._bitmaps = np.empty((n, BITMAP_WORDS), dtype=np.uint64)
+        self._ranks = np.empty((n, BITMAP_WORDS), dtype=np.int32)
+        for row, i in enumerate(self._stacked):
+            bitmap = self.parts[i].bitmap
+            assert bitmap is not None
+            self._bitmaps[row] = bitmap
+            counts = np.bitwise_count(self._bitmaps[row])
+            self._ranks[row, 0] = 0
+            np.cumsum(counts[:-1], out=self._ranks[row, 1:])
+
+    def _present(self, q: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(part, query index, lo, hi) of every query key present in a part, by part."""
+        found_parts, found_q, found_lo, found_hi = [], [], [], []
+        if self._stacked.size:
+            valid = (q >= 0) & (q < (1 << HASH_BITS))
+            qv = np.where(valid, q, 0)
+            w = qv >> 6
+            bit = (qv & 63).astype(np.uint64)
+            words = self._bitmaps[:, w]  # (stacked shards, query keys)
+            found = ((words >> bit) & np.uint64(1)).astype(bool) & valid
+            row, qi = np.nonzero(found)  # by shard, then query index
+            below = words[row, qi] & ((np.uint64(1) << bit[qi]) - np.uint64(1))
+            rank = self._ranks[row, w[qi]].astype(np.int64) + np.bitwise_count(below)
+            lo = np.empty(rank.size, dtype=np.int64)
+            hi = np.empty(rank.size, dtype=np.int64)
+            bounds = np.searchsorted(row, np.arange(self._stacked.size + 1))
+            for r, (a, b) in enumerate(itertools.pairwise(bounds.tolist())):
+                if a == b:
+                    continue
+                offsets = self.parts[self._stacked[r]].offsets
+                assert offsets is not None
+                lo[a:b] = offsets[rank[a:b]]
+                hi[a:b] = offsets[rank[a:b] + 1]
+            found_parts.append(self._stacked[row])
+            found_q.append(qi)
+            found_lo.append(lo)
+            found_hi.append(hi)
+        for i in self._others:
+            lo, hi = self.parts[i].ranges(q)
+            (qi,) = np.nonzero(hi > lo)
+            found_parts.append(np.full(qi.size, i, dtype=np.int64))
+            found_q.append(qi)
+            found_lo.append(lo[qi])
+            found_hi.append(hi[qi])
+        if not found_parts:
+            return _EMPTY, _EMPTY, _EMPTY, _EMPTY
+        part, qi, lo, hi = (np.concatenate(x) for x in (found_parts, found_q, found_lo, found_hi))
+        if self._others and self._stacked.size:
+            order = np.argsort(part, kind="stable")
+            part, qi, lo, hi = part[order], qi[order], lo[order], hi[order]
+        return part, qi, lo, hi
+
+    def lookup(
+        self, query: np.ndarray, *, max_hits: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every posting of every query key in every part: the same hits, in the same order
+        (part by part, then by query index), as looking each part up on its own.
+
+        Parameters
+        ----------
+        query : np.ndarray, shape (m,), uint32
+        max_hits : int, optional
+            Keys are left out, commonest over all the parts first, so that at most this many
+            hits come back (:func:`rarest_keys`).
+
+        Returns
+        -------
+        qi, episode, frame : np.ndarray, int64
+            Query index, global episode index (its part's base added) and anchor frame.
+        """
+        q = np.asarray(query, dtype=np.int64)
+        part, qi, lo, hi = self._present(q)
+        counts = hi - lo
+        if max_hits is not None and qi.size:
+            per_key = np.bincount(qi, weights=counts, minlength=q.size).astype(np.int64)
+            keep = rarest_keys(per_key, max_hits)[qi]
+            part, qi, lo, counts = part[keep], qi[keep], lo[keep], counts[keep]
+        total = int(counts.sum())
+        if total == 0:
+            return _EMPTY, _EMPTY, _EMPTY
+        ends = np.cumsum(counts)
+        pos = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - counts), counts)
+        packed = np.empty(total, dtype=np.int64)
+        bounds = np.searchsorted(part, np.arange(len(self.parts) + 1))
+        hit_bounds = np.concatenate(([0], ends))[bounds].tolist()
+        shift = np.empty(len(self.parts), dtype=np.int64)
+        for i, p in enumerate(self.parts):
+            shift[i] = p.off_bits
+            a, b = hit_bounds[i], hit_bounds[i + 1]
+            if a != b:
+                packed[a:b] = p.packed[pos[a:b]]
+        hit_part = np.repeat(part, counts)
+        hit_shift = shift[hit_part]
+        episode = (packed >> hit_shift) + self.bases[hit_part]
+        frame = packed & ((np.int64(1) << hit_shift) - 1)
+        return np.repeat(qi, counts), episode, frame
+
+
+def lookup_part_by_part(
+    parts: Sequence[PostingArrays],
+    bases: Sequence[int],
+    query: np.ndarray,
+    *,
+    max_hits: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`StackedPostings.lookup` done one part at a time: the reference it is tested
+    against, and the baseline it is measured against (benchmarks/serve.py)."""
+    ranges = [p.ranges(query) for p in parts]
+    if max_hits is not None and ranges:
+        counts = np.sum([hi - lo for lo, hi in ranges], axis=0)
+        keep = rarest_keys(counts, max_hits)
+        ranges = [(lo, np.where(keep, hi, lo)) for lo, hi in ranges]
+    found = []
+    for base, p, (lo, hi) in zip(bases, parts, ranges, strict=True):
+        qi, ep, fr = p.gather(lo, hi)
+        if qi.size:
+            found.append((qi, ep + base, fr))
+    if not found:
+        return _EMPTY, _EMPTY, _EMPTY
+    qi, ep, fr = (np.concatenate(x) for x in zip(*found, strict=True))
+    return qi, ep, fr
 
 
 def rarest_keys(counts: np.ndarray, max_hits: int) -> np.ndarray:

@@ -15,7 +15,6 @@ Nothing here imports Dagster; the Dagster artefact store builds its client with 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import posixpath
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
-from ..files import fsync_dir
+from ..files import exclusive_lock, fsync_dir
 
 # Objects at or above this size are sent as a multipart upload, in parts of this size.
 MULTIPART_THRESHOLD = 64 << 20
@@ -221,13 +220,8 @@ class LocalBucket(Bucket):
 
     @contextlib.contextmanager
     def _locked(self, target: Path) -> Iterator[None]:
-        lock = target.with_name(f".{target.name}.lock")
-        with open(lock, "a+b") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        with exclusive_lock(target.with_name(f".{target.name}.lock")):
+            yield
 
     def replace(self, key: str, data: bytes, *, if_match: str | None) -> str:
         target = self._file(key)

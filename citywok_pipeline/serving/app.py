@@ -2,28 +2,81 @@
 
 Nothing here can start ingestion: the server only opens published (or locally built)
 snapshots and swaps to newer ones. OpenAPI docs are at ``/docs``.
+
+`serve` runs it with uvicorn in one or more worker processes on one port: matching is CPU
+work in Python and numpy, so one process uses about one core. Each worker opens the snapshot
+itself (shards are memory maps: the pages are shared, not copied) and follows new versions on
+its own, described by a `ServeConfig` it reads from the environment.
 """
 
 from __future__ import annotations
 
-import tempfile
+import dataclasses
+import json
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from ..fingerprint.audio import DecodeError, decode
+from ..fingerprint.audio import DecodeError, decode_in_process
 from ..fingerprint.matcher import match_samples
-from .live import Held, LiveSnapshot
+from .live import BucketSource, DirectorySource, Held, LiveSnapshot, SnapshotSource
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 << 20
+DEFAULT_MAX_CLIP_S = 120.0
 DEFAULT_POLL_S = 5.0
 MAX_SEARCH_LIMIT = 100
+CONFIG_ENV = "CITYWOK_SERVE_CONFIG"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    """What a server process needs to open its source and answer: plain values, so that it
+    can travel to worker processes (as JSON in ``CITYWOK_SERVE_CONFIG``).
+
+    Attributes
+    ----------
+    source : str
+        A snapshot or pull directory, or a bucket URL (``file://...``, ``s3://...``).
+    cache_dir : str, optional
+        Where a bucket is pulled to (required for a bucket URL).
+    max_upload_bytes : int
+        Largest accepted upload for ``POST /match``.
+    max_clip_s : float
+        Only the first this many seconds of an upload are decoded and matched.
+    poll_s : float, optional
+        Seconds between checks for a new version; None never checks.
+    """
+
+    source: str
+    cache_dir: str | None = None
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_clip_s: float = DEFAULT_MAX_CLIP_S
+    poll_s: float | None = DEFAULT_POLL_S
+
+    def snapshot_source(self) -> SnapshotSource:
+        """The source this config names (S3 settings come from the environment)."""
+        from ..publishing import is_bucket_url, open_bucket
+
+        if is_bucket_url(self.source):
+            if not self.cache_dir:
+                raise ValueError(f"{self.source}: a bucket source needs a cache directory")
+            return BucketSource(open_bucket(self.source), self.cache_dir)
+        return DirectorySource(self.source)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        return cls(**json.loads(text))
 
 
 class _Embedder:
@@ -66,6 +119,7 @@ def create_app(
     live: LiveSnapshot,
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_clip_s: float = DEFAULT_MAX_CLIP_S,
     poll_s: float | None = DEFAULT_POLL_S,
 ) -> FastAPI:
     """The API over ``live``; with ``poll_s`` the source is watched for new versions."""
@@ -104,7 +158,8 @@ def create_app(
         file: Annotated[UploadFile, File(description="Audio in any format ffmpeg reads.")],
     ) -> dict[str, Any]:
         """Answers ``{"query", "ambiguous", "matches": [...]}`` (the ``citywok match --json``
-        shape); ``matches`` is empty when the clip is not in the library."""
+        shape); ``matches`` is empty when the clip is not in the library. Only the first
+        ``max_clip_s`` seconds of a longer upload are matched."""
         name = file.filename or "upload"
         data = file.file.read(max_upload_bytes + 1)
         if not data:
@@ -114,16 +169,16 @@ def create_app(
                 413, f"{name}: upload too large, the limit is {max_upload_bytes} bytes"
             )
         with live.use() as held:
-            # Through a file, not a pipe: some containers (mp4/m4a) need to seek to decode.
-            with tempfile.NamedTemporaryFile(suffix=Path(name).suffix[:16]) as tmp:
-                tmp.write(data)
-                tmp.flush()
-                try:
-                    samples = decode(
-                        tmp.name, sample_rate=held.snapshot.params.sample_rate, label=name
-                    )
-                except DecodeError as exc:
-                    raise HTTPException(415, f"not audio ffmpeg can read: {exc}") from None
+            try:
+                samples = decode_in_process(
+                    data,
+                    sample_rate=held.snapshot.params.sample_rate,
+                    label=name,
+                    suffix=Path(name).suffix,
+                    max_seconds=max_clip_s,
+                )
+            except DecodeError as exc:
+                raise HTTPException(415, f"not audio ffmpeg can read: {exc}") from None
             return match_samples(samples, held.snapshot).to_dict(name)
 
     @app.get("/search", summary="Transcript segments nearest a text, best first")
@@ -189,17 +244,48 @@ def create_app(
     return app
 
 
+def app_from_env() -> FastAPI:
+    """The app a worker process serves, from the `ServeConfig` in ``CITYWOK_SERVE_CONFIG``
+    (the uvicorn factory `serve` names)."""
+    text = os.environ.get(CONFIG_ENV)
+    if not text:
+        raise RuntimeError(f"{CONFIG_ENV} is not set: start the server with `citywok serve`")
+    config = ServeConfig.from_json(text)
+    return create_app(
+        LiveSnapshot(config.snapshot_source()),
+        max_upload_bytes=config.max_upload_bytes,
+        max_clip_s=config.max_clip_s,
+        poll_s=config.poll_s,
+    )
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def serve(
-    live: LiveSnapshot,
+    config: ServeConfig,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    poll_s: float | None = DEFAULT_POLL_S,
+    workers: int = 1,
     log_level: str = "info",
 ) -> None:
-    """Run the API with uvicorn until interrupted."""
+    """Run the API with uvicorn until interrupted, in ``workers`` processes on one socket
+    (uvicorn restarts a worker that dies)."""
     import uvicorn
 
-    app = create_app(live, max_upload_bytes=max_upload_bytes, poll_s=poll_s)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    os.environ[CONFIG_ENV] = config.to_json()
+    uvicorn.run(
+        f"{__name__}:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+    )

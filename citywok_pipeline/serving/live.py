@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..files import exclusive_lock
 from ..publishing import Bucket, current_version, pull_version, read_latest, resolve_snapshot_dir
 from ..snapshot import Snapshot
 
@@ -59,7 +60,11 @@ class DirectorySource:
 
 
 class BucketSource:
-    """A bucket's ``latest.json``, pulled into a local cache directory before each swap."""
+    """A bucket's ``latest.json``, pulled into a local cache directory before each swap.
+
+    Server worker processes share the cache: a lock file makes one of them download a new
+    version while the others wait, then find it complete and only open it.
+    """
 
     def __init__(self, bucket: Bucket, cache_dir: str | os.PathLike[str]) -> None:
         self.bucket = bucket
@@ -70,7 +75,9 @@ class BucketSource:
         return latest.version if latest else None
 
     def open(self) -> tuple[Snapshot, str | None]:
-        pull_version(self.bucket, self.cache.path)
+        self.cache.path.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(self.cache.path / ".pull.lock"):
+            pull_version(self.bucket, self.cache.path)
         return self.cache.open()
 
     def describe(self) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..fingerprint.index import rarest_keys
+from ..fingerprint.index import StackedPostings
 from ..fingerprint.params import FingerprintParams
 from ..fingerprint.records import Episode
 from .shard import SHARD_SUFFIX, Shard, SnapshotError, open_shard, verify_shard
@@ -35,6 +36,8 @@ class Snapshot:
     path: Path
     shards: list[Shard]
     params: FingerprintParams
+    _stacked: StackedPostings | None = field(default=None, repr=False)
+    _stack_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def open(
@@ -88,22 +91,18 @@ class Snapshot:
         """Hits of ``query`` keys in every shard: (query index, global episode, frame).
 
         With ``max_hits``, the keys commonest over the whole snapshot are left out so that
-        at most that many hits come back (:func:`rarest_keys`).
+        at most that many hits come back (:func:`rarest_keys`). Every shard is searched in
+        one vectorised pass (:class:`StackedPostings`, set up at the first lookup).
         """
-        ranges = [shard.postings.ranges(query) for shard in self.shards]
-        if max_hits is not None and ranges:
-            counts = np.sum([hi - lo for lo, hi in ranges], axis=0)
-            keep = rarest_keys(counts, max_hits)
-            ranges = [(lo, np.where(keep, hi, lo)) for lo, hi in ranges]
-        parts = []
-        for base, shard, (lo, hi) in zip(self._bases, self.shards, ranges, strict=True):
-            qi, ep, fr = shard.postings.gather(lo, hi)
-            if qi.size:
-                parts.append((qi, ep + base, fr))
-        if not parts:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty, empty
-        return tuple(np.concatenate(x) for x in zip(*parts, strict=True))  # type: ignore[return-value]
+        stacked = self._stacked
+        if stacked is None:
+            with self._stack_lock:
+                if self._stacked is None:
+                    self._stacked = StackedPostings(
+                        [s.postings for s in self.shards], self._bases.tolist()
+                    )
+                stacked = self._stacked
+        return stacked.lookup(query, max_hits=max_hits)
 
     def info(self) -> dict[str, Any]:
         shards = [
@@ -135,6 +134,7 @@ class Snapshot:
         }
 
     def close(self) -> None:
+        self._stacked = None
         for s in self.shards:
             s.close()
 
