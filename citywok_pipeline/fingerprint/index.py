@@ -20,7 +20,6 @@ LMDB get each.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -265,13 +264,13 @@ class StackedPostings:
 
     Looking keys up shard by shard costs a few dozen small numpy calls per shard, which
     dominates a query on a library of a hundred seasons. Here the bitmaps of every shard in
-    the bitmap layout are stacked into one ``(shards, words)`` array, so finding which shards
-    hold which query keys, and their ranks, is one vectorised pass for all of them; per shard
-    there remain two gathers (offsets, then postings) for the keys it holds. Shards in the
-    other layouts (small ones) are looked up on their own.
+    the bitmap layout are stacked into one array, each word beside its rank, so finding
+    which shards hold which query keys, and where their postings start, is one vectorised
+    pass for all of them; per shard there remain two gathers (offsets, then postings) for
+    the keys it holds. Shards in the other layouts (small ones) are looked up on their own.
 
-    The stacked copy costs 768 KiB of memory per bitmap shard (the bitmap and int32 word
-    ranks); it is made on construction, typically at a snapshot's first query.
+    The stacked copy costs 1 MiB of memory per bitmap shard (each 64-bit word and its rank);
+    it is made on construction, typically at a snapshot's first query.
 
     Parameters
     ----------
@@ -286,62 +285,56 @@ class StackedPostings:
             raise ParameterError("one episode base per part is needed")
         self.parts = list(parts)
         self.bases = np.asarray(bases, dtype=np.int64)
-        self._stacked = np.array(
-            [i for i, p in enumerate(self.parts) if p.layout == "bitmap"], dtype=np.int64
-        )
+        self._off_bits = np.array([p.off_bits for p in self.parts], dtype=np.int64)
+        self._stacked = [i for i, p in enumerate(self.parts) if p.layout == "bitmap"]
         self._others = [i for i, p in enumerate(self.parts) if p.layout != "bitmap"]
-        n = self._stacked.size
-        self._bitmaps = np.empty((n, BITMAP_WORDS), dtype=np.uint64)
-        self._ranks = np.empty((n, BITMAP_WORDS), dtype=np.int32)
+        # [word, shard] = (the word's bits, the number of set bits before it). Key-major: a
+        # query key's entries in every shard lie together (a few cache lines, one page), and
+        # its rank comes from the cache line its word was read from.
+        self._words = np.zeros((BITMAP_WORDS, len(self._stacked), 2), dtype=np.uint64)
         for row, i in enumerate(self._stacked):
             bitmap = self.parts[i].bitmap
             assert bitmap is not None
-            self._bitmaps[row] = bitmap
-            counts = np.bitwise_count(self._bitmaps[row])
-            self._ranks[row, 0] = 0
-            np.cumsum(counts[:-1], out=self._ranks[row, 1:])
+            self._words[:, row, 0] = bitmap
+            np.cumsum(np.bitwise_count(bitmap)[:-1], out=self._words[1:, row, 1])
 
-    def _present(self, q: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(part, query index, lo, hi) of every query key present in a part, by part."""
-        found_parts, found_q, found_lo, found_hi = [], [], [], []
-        if self._stacked.size:
+    def _present(self, query: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(part, query index, lo, hi) of every query key present in a part, ordered by part
+        and then query index; ``lo:hi`` are the key's postings in that part."""
+        by_part: dict[int, tuple[np.ndarray, ...]] = {}
+        if self._stacked:
+            q = np.asarray(query, dtype=np.int64)
             valid = (q >= 0) & (q < (1 << HASH_BITS))
-            qv = np.where(valid, q, 0)
-            w = qv >> 6
-            bit = (qv & 63).astype(np.uint64)
-            words = self._bitmaps[:, w]  # (stacked shards, query keys)
-            found = ((words >> bit) & np.uint64(1)).astype(bool) & valid
-            row, qi = np.nonzero(found)  # by shard, then query index
-            below = words[row, qi] & ((np.uint64(1) << bit[qi]) - np.uint64(1))
-            rank = self._ranks[row, w[qi]].astype(np.int64) + np.bitwise_count(below)
-            lo = np.empty(rank.size, dtype=np.int64)
-            hi = np.empty(rank.size, dtype=np.int64)
-            bounds = np.searchsorted(row, np.arange(self._stacked.size + 1))
-            for r, (a, b) in enumerate(itertools.pairwise(bounds.tolist())):
+            w = np.where(valid, q >> 6, 0)
+            bit = (q & 63).astype(np.uint64)
+            entries = self._words[w]  # (query keys, stacked shards, word and rank)
+            words = entries[..., 0]
+            found = ((words >> bit[:, None]) & np.uint64(1)).astype(bool) & valid[:, None]
+            row, qi = np.nonzero(found.T)  # by shard, then query index
+            below = words[qi, row] & ((np.uint64(1) << bit[qi]) - np.uint64(1))
+            rank = (entries[qi, row, 1] + np.bitwise_count(below)).astype(np.int64)
+            bounds = np.searchsorted(row, np.arange(len(self._stacked) + 1)).tolist()
+            next_key = np.array([0, 1])
+            for r, i in enumerate(self._stacked):
+                a, b = bounds[r], bounds[r + 1]
                 if a == b:
                     continue
-                offsets = self.parts[self._stacked[r]].offsets
+                offsets = self.parts[i].offsets
                 assert offsets is not None
-                lo[a:b] = offsets[rank[a:b]]
-                hi[a:b] = offsets[rank[a:b] + 1]
-            found_parts.append(self._stacked[row])
-            found_q.append(qi)
-            found_lo.append(lo)
-            found_hi.append(hi)
+                lohi = offsets[rank[a:b, None] + next_key].astype(np.int64)
+                by_part[i] = (qi[a:b], lohi[:, 0], lohi[:, 1])
         for i in self._others:
-            lo, hi = self.parts[i].ranges(q)
+            lo, hi = self.parts[i].ranges(query)
             (qi,) = np.nonzero(hi > lo)
-            found_parts.append(np.full(qi.size, i, dtype=np.int64))
-            found_q.append(qi)
-            found_lo.append(lo[qi])
-            found_hi.append(hi[qi])
-        if not found_parts:
+            if qi.size:
+                by_part[i] = (qi, lo[qi], hi[qi])
+        if not by_part:
             return _EMPTY, _EMPTY, _EMPTY, _EMPTY
-        part, qi, lo, hi = (np.concatenate(x) for x in (found_parts, found_q, found_lo, found_hi))
-        if self._others and self._stacked.size:
-            order = np.argsort(part, kind="stable")
-            part, qi, lo, hi = part[order], qi[order], lo[order], hi[order]
-        return part, qi, lo, hi
+        order = sorted(by_part)
+        sizes = [by_part[i][0].size for i in order]
+        part = np.repeat(np.array(order, dtype=np.int64), sizes)
+        qi, lo, hi = (np.concatenate([by_part[i][k] for i in order]) for k in range(3))
+        return part, qi.astype(np.int64, copy=False), lo, hi
 
     def lookup(
         self, query: np.ndarray, *, max_hits: int | None = None
@@ -352,6 +345,7 @@ class StackedPostings:
         Parameters
         ----------
         query : np.ndarray, shape (m,), uint32
+            Sorted keys are fastest.
         max_hits : int, optional
             Keys are left out, commonest over all the parts first, so that at most this many
             hits come back (:func:`rarest_keys`).
@@ -361,31 +355,29 @@ class StackedPostings:
         qi, episode, frame : np.ndarray, int64
             Query index, global episode index (its part's base added) and anchor frame.
         """
-        q = np.asarray(query, dtype=np.int64)
-        part, qi, lo, hi = self._present(q)
+        part, qi, lo, hi = self._present(query)
         counts = hi - lo
         if max_hits is not None and qi.size:
-            per_key = np.bincount(qi, weights=counts, minlength=q.size).astype(np.int64)
+            per_key = np.bincount(qi, weights=counts, minlength=len(query)).astype(np.int64)
             keep = rarest_keys(per_key, max_hits)[qi]
-            part, qi, lo, counts = part[keep], qi[keep], lo[keep], counts[keep]
+            if not keep.all():
+                part, qi, lo, counts = part[keep], qi[keep], lo[keep], counts[keep]
         total = int(counts.sum())
         if total == 0:
             return _EMPTY, _EMPTY, _EMPTY
         ends = np.cumsum(counts)
         pos = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - counts), counts)
         packed = np.empty(total, dtype=np.int64)
-        bounds = np.searchsorted(part, np.arange(len(self.parts) + 1))
-        hit_bounds = np.concatenate(([0], ends))[bounds].tolist()
-        shift = np.empty(len(self.parts), dtype=np.int64)
+        first = np.searchsorted(part, np.arange(len(self.parts) + 1))
+        hit_bounds = np.concatenate(([0], ends))[first].tolist()
         for i, p in enumerate(self.parts):
-            shift[i] = p.off_bits
             a, b = hit_bounds[i], hit_bounds[i + 1]
             if a != b:
                 packed[a:b] = p.packed[pos[a:b]]
         hit_part = np.repeat(part, counts)
-        hit_shift = shift[hit_part]
-        episode = (packed >> hit_shift) + self.bases[hit_part]
-        frame = packed & ((np.int64(1) << hit_shift) - 1)
+        shift = self._off_bits[hit_part]
+        episode = (packed >> shift) + self.bases[hit_part]
+        frame = packed & ((np.int64(1) << shift) - 1)
         return np.repeat(qi, counts), episode, frame
 
 

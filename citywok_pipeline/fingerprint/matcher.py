@@ -120,6 +120,20 @@ def _confidence(score: int, n_hits: int, frames: float, mp: MatchParams, tries: 
     return float(1.0 / (1.0 + np.exp(np.clip(mp.calibration_slope * log_expected, -50, 50))))
 
 
+def _windows(cells: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarray]:
+    """For sorted distinct integers, where the values within ``±tolerance`` of each begin and
+    end: ``searchsorted(cells, cells - tolerance, "left")`` and ``searchsorted(cells, cells +
+    tolerance, "right")``, by comparing each with its ``tolerance`` neighbours on either side
+    (distinct integers: no others can be that close) instead of binary searches."""
+    n = cells.size
+    lo = np.arange(n, dtype=np.int64)
+    hi = lo + 1
+    for k in range(1, min(tolerance, n - 1) + 1):
+        lo[k:] -= cells[:-k] >= cells[k:] - tolerance
+        hi[:-k] += cells[k:] <= cells[:-k] + tolerance
+    return lo, hi
+
+
 def _candidates(
     hashes: Hashes, index: Searchable, mp: MatchParams, speed: float
 ) -> tuple[list[_Candidate], int]:
@@ -132,20 +146,23 @@ def _candidates(
     qi = order[qi]
     delta = frame - np.rint(hashes.times[qi]).astype(np.int64)
     cell = (ep << 32) + (delta + (1 << 31))
-    by_cell = np.argsort(cell, kind="stable")
+    # The hits of one cell end up together; their order within it does not matter.
+    by_cell = np.argsort(cell)
     sorted_cells = cell[by_cell]
     starts = np.flatnonzero(np.concatenate(([True], sorted_cells[1:] != sorted_cells[:-1])))
     cells = sorted_cells[starts]
     csum = np.append(starts, sorted_cells.size)  # hits before each distinct cell, and all
-    lo = np.searchsorted(cells, cells - mp.tolerance, side="left")
-    hi = np.searchsorted(cells, cells + mp.tolerance, side="right")
+    lo, hi = _windows(cells, mp.tolerance)
     smoothed = csum[hi] - csum[lo]
-    # Best cell of each episode, then the strongest episodes.
-    by_score = np.argsort(-smoothed, kind="stable")
-    eps_sorted = cells[by_score] >> 32
-    _, first = np.unique(eps_sorted, return_index=True)
-    best = by_score[first]
-    best = best[np.argsort(-smoothed[best], kind="stable")][: mp.max_candidates]
+    # Best cell of each episode (the first of equals), then the strongest episodes (the
+    # lower episode first among equals). Cells are sorted by episode: one run each.
+    n = cells.size
+    episode_of = cells >> 32
+    run_start = np.flatnonzero(np.concatenate(([True], episode_of[1:] != episode_of[:-1])))
+    run_best = np.maximum.reduceat(smoothed, run_start)
+    at_best = smoothed == np.repeat(run_best, np.diff(np.append(run_start, n)))
+    first_best = np.minimum.reduceat(np.where(at_best, np.arange(n), n), run_start)
+    best = first_best[np.argsort(-run_best, kind="stable")[: mp.max_candidates]]
     out = []
     for c in best:
         if smoothed[c] < 2:

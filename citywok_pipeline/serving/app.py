@@ -22,8 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..fingerprint.audio import DecodeError, decode_in_process
 from ..fingerprint.matcher import match_samples
@@ -115,6 +119,31 @@ def _searcher(held: Held, embedder: _Embedder) -> Any:
     return searcher
 
 
+class BodyLimit:
+    """Refuse a request whose declared body exceeds the upload limit (plus room for the
+    multipart framing) with 413 before reading it: a plain ASGI middleware, no per-request
+    cost beyond a header lookup."""
+
+    FRAMING_BYTES = 64 << 10
+
+    def __init__(self, app: ASGIApp, *, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = Headers(scope=scope).get("content-length", "")
+            if length.isdigit() and int(length) > self.max_upload_bytes + self.FRAMING_BYTES:
+                response = JSONResponse(
+                    {"detail": f"upload too large: {int(length)} bytes, the limit is "
+                               f"{self.max_upload_bytes} bytes"},
+                    status_code=413,
+                )  # fmt: skip
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     live: LiveSnapshot,
     *,
@@ -126,8 +155,15 @@ def create_app(
     started = time.monotonic()
     embedder = _Embedder()
 
+    # Matching and search are CPU work holding the GIL for most of it: a worker runs one at
+    # a time (the others wait their turn in the event loop) instead of interleaving threads,
+    # which costs each request more CPU and all of them latency. Set in the lifespan: a
+    # limiter belongs to the event loop.
+    cpu: dict[str, anyio.CapacityLimiter] = {}
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cpu["slot"] = anyio.CapacityLimiter(1)
         with live.use() as held:
             if segment_count(held.snapshot):
                 embedder.warm_in_background()
@@ -141,33 +177,9 @@ def create_app(
         summary="Which episode, and when: audio fingerprint matching and transcript search.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, max_upload_bytes=max_upload_bytes)
 
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_upload_bytes + (64 << 10):
-            return JSONResponse(
-                {"detail": f"upload too large: {int(length)} bytes, the limit is "
-                           f"{max_upload_bytes} bytes"},
-                status_code=413,
-            )  # fmt: skip
-        return await call_next(request)
-
-    @app.post("/match", summary="Which episode an audio clip comes from, and at what second")
-    def match(
-        file: Annotated[UploadFile, File(description="Audio in any format ffmpeg reads.")],
-    ) -> dict[str, Any]:
-        """Answers ``{"query", "ambiguous", "matches": [...]}`` (the ``citywok match --json``
-        shape); ``matches`` is empty when the clip is not in the library. Only the first
-        ``max_clip_s`` seconds of a longer upload are matched."""
-        name = file.filename or "upload"
-        data = file.file.read(max_upload_bytes + 1)
-        if not data:
-            raise HTTPException(400, f"{name}: the upload is empty")
-        if len(data) > max_upload_bytes:
-            raise HTTPException(
-                413, f"{name}: upload too large, the limit is {max_upload_bytes} bytes"
-            )
+    def match_upload(data: bytes, name: str) -> dict[str, Any]:
         with live.use() as held:
             try:
                 samples = decode_in_process(
@@ -181,8 +193,36 @@ def create_app(
                 raise HTTPException(415, f"not audio ffmpeg can read: {exc}") from None
             return match_samples(samples, held.snapshot).to_dict(name)
 
+    @app.post("/match", summary="Which episode an audio clip comes from, and at what second")
+    async def match(
+        file: Annotated[UploadFile, File(description="Audio in any format ffmpeg reads.")],
+    ) -> dict[str, Any]:
+        """Answers ``{"query", "ambiguous", "matches": [...]}`` (the ``citywok match --json``
+        shape); ``matches`` is empty when the clip is not in the library. Only the first
+        ``max_clip_s`` seconds of a longer upload are matched."""
+        name = file.filename or "upload"
+        data = await file.read(max_upload_bytes + 1)
+        if not data:
+            raise HTTPException(400, f"{name}: the upload is empty")
+        if len(data) > max_upload_bytes:
+            raise HTTPException(
+                413, f"{name}: upload too large, the limit is {max_upload_bytes} bytes"
+            )
+        return await anyio.to_thread.run_sync(match_upload, data, name, limiter=cpu["slot"])
+
+    def search_segments(q: str, limit: int, keywords: list[str]) -> list[dict[str, Any]]:
+        with live.use() as held:
+            if not segment_count(held.snapshot):
+                raise HTTPException(
+                    404,
+                    f"version {held.version or 'in use'} holds no transcript segments "
+                    "(built with fingerprints only): there is nothing to search",
+                )
+            hits = _searcher(held, embedder).search(q, limit=limit, keywords=keywords)
+            return [h.to_dict() for h in hits]
+
     @app.get("/search", summary="Transcript segments nearest a text, best first")
-    def search(
+    async def search(
         q: Annotated[str, Query(min_length=1, description="What is said, in any words.")],
         limit: Annotated[int, Query(ge=1, le=MAX_SEARCH_LIMIT)] = 10,
         keyword: Annotated[
@@ -195,14 +235,13 @@ def create_app(
         if not q.strip():
             raise HTTPException(400, "q: the query is blank")
         with live.use() as held:
-            if not segment_count(held.snapshot):
-                raise HTTPException(
-                    404,
-                    f"version {held.version or 'in use'} holds no transcript segments "
-                    "(built with fingerprints only): there is nothing to search",
-                )
-            hits = _searcher(held, embedder).search(q, limit=limit, keywords=keyword or ())
-            return [h.to_dict() for h in hits]
+            has_segments = segment_count(held.snapshot) > 0
+        if has_segments:
+            # The model loads once (seconds) without holding up the matches waiting their turn.
+            await anyio.to_thread.run_sync(embedder.get)
+        return await anyio.to_thread.run_sync(
+            search_segments, q, limit, keyword or [], limiter=cpu["slot"]
+        )
 
     @app.get("/episodes", summary="Every episode in the version being served")
     def episodes() -> dict[str, Any]:
