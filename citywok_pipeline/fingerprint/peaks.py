@@ -14,7 +14,6 @@ does not depend on where a clip starts.
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import maximum_filter
 
 from .params import FingerprintParams
 from .spectrogram import SILENCE_DB
@@ -27,6 +26,34 @@ def _density(params: FingerprintParams, peaks_per_second: float | None) -> tuple
     window = max(1, round(0.5 / params.frame_seconds))
     k = max(1, round(rate * (2 * window + 1) * params.frame_seconds))
     return window, k
+
+
+def _window_max(x: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Maximum over a centred window of odd ``size`` along ``axis``, ``-inf`` past the ends.
+
+    The same values as ``scipy.ndimage.maximum_filter1d(x, size, axis, mode="constant",
+    cval=-inf)``, several times faster on spectrogram-sized arrays: maxima over windows of
+    1, 2, 4, ... cells are built by doubling, and two overlapping windows of the largest
+    power of two cover any window (a maximum does not mind counting a cell twice).
+    """
+    n = x.shape[axis]
+    r = size // 2
+    pad_shape = list(x.shape)
+    pad_shape[axis] = r
+    pad = np.full(pad_shape, -np.inf, dtype=x.dtype)
+    m = np.concatenate([pad, x, pad], axis=axis)  # max over windows of `width` cells
+
+    def cells(a: np.ndarray, start: int, stop: int) -> np.ndarray:
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(start, stop)
+        return a[tuple(index)]
+
+    width = 1
+    while 2 * width <= size:
+        length = m.shape[axis]
+        m = np.maximum(cells(m, 0, length - width), cells(m, width, length))
+        width *= 2
+    return np.maximum(cells(m, 0, n), cells(m, size - width, size - width + n))
 
 
 def _interpolate(spec: np.ndarray, t: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,8 +113,11 @@ def find_peaks(
     """
     if spec.size == 0:
         return np.zeros(0, dtype=PEAK_DTYPE)
-    size = (2 * params.peak_time_radius + 1, 2 * params.peak_freq_radius + 1)
-    local_max = maximum_filter(spec, size=size, mode="constant", cval=-np.inf)
+    local_max = _window_max(
+        _window_max(spec, 2 * params.peak_freq_radius + 1, axis=1),
+        2 * params.peak_time_radius + 1,
+        axis=0,
+    )
     t, f = np.nonzero((spec == local_max) & (spec > SILENCE_DB))
     mag = spec[t, f]
     window, k = _density(params, peaks_per_second)

@@ -29,9 +29,7 @@ parts_spec = st.lists(
 
 @settings(deadline=None, max_examples=60)  # a bitmap part allocates 2**22 bits
 @given(parts_spec, st.integers(0, 2**32 - 1), st.sampled_from([None, 1, 25, 400]))
-def test_stacked_lookup_gives_the_same_hits_in_the_same_order_as_part_by_part(
-    spec, seed, max_hits
-):
+def test_stacked_lookup_gives_the_same_hits_in_the_same_order_as_part_by_part(spec, seed, max_hits):
     rng = np.random.default_rng(seed)
     key_space = int(rng.choice([64, 5_000, 1 << 22]))
     parts = [make_part(rng, layout, n, key_space) for layout, n in spec]

@@ -1,5 +1,9 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.ndimage import maximum_filter1d
 
 from citywok_pipeline.fingerprint import (
     DEFAULT_PARAMS,
@@ -9,6 +13,7 @@ from citywok_pipeline.fingerprint import (
     find_peaks_reference,
     spectrogram,
 )
+from citywok_pipeline.fingerprint.peaks import _window_max
 from tests.conftest import tone_music
 
 
@@ -71,3 +76,18 @@ def test_invalid_params_are_refused():
         FingerprintParams(fmax_hz=5000)
     with pytest.raises(ParameterError):
         FingerprintParams(max_dt=100)
+
+
+@settings(deadline=None)
+@given(
+    arrays(
+        np.float32,
+        st.tuples(st.integers(0, 40), st.integers(1, 40)),
+        elements=st.floats(-120, 20, width=32),
+    ),
+    st.sampled_from([1, 3, 5, 13, 21]),
+    st.sampled_from([0, 1]),
+)
+def test_window_maximum_equals_scipys_maximum_filter(x, size, axis):
+    want = maximum_filter1d(x, size, axis=axis, mode="constant", cval=-np.inf)
+    np.testing.assert_array_equal(_window_max(x, size, axis=axis), want)
