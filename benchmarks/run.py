@@ -29,7 +29,7 @@ from citywok_pipeline.indexer import index_library, process_file
 from citywok_pipeline.library import scan_media
 from citywok_pipeline.snapshot import Snapshot, shard_paths
 
-from . import search_snapshot
+from . import search_snapshot, serve
 from .accuracy import WORK_RATE, build_corpus, evaluate
 from .layouts import compare_layouts
 from .simulate import simulate_snapshot
@@ -316,10 +316,12 @@ def write_results(res: dict) -> None:
             "for small ones, the key bitmap from a few hours up.",
             "",
         ]
-    # Benchmarks run on their own (transcript search) keep their section, from their last run.
+    # Benchmarks run on their own (transcript search, serving) keep their sections, from their
+    # last runs.
     lines += ["", *search_snapshot.results_section()]
-    # Figures from the other benchmarks (transcription, pgvector, serving), written by hand from
-    # their own runs, are kept as they are.
+    lines += ["", *serve.results_section()]
+    # Figures from the other benchmarks (transcription, pgvector), written by hand from their
+    # own runs, are kept as they are.
     old = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
     if KEPT_START in old and KEPT_END in old:
         kept = old[old.index(KEPT_START) : old.index(KEPT_END) + len(KEPT_END)]

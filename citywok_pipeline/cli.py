@@ -473,6 +473,11 @@ def prune(bucket_url: str, keep: int, grace_s: float) -> None:
     show_default=True, help="Largest accepted upload for POST /match, in bytes.",
 )  # fmt: skip
 @click.option(
+    "--decoder", type=click.Choice(["libav", "ffmpeg"]), default="libav", show_default=True,
+    help="Decode uploads inside the worker (libav: fast) or with the ffmpeg command (a "
+    "process per upload: slower, but a decoder crash on a hostile file stays there).",
+)  # fmt: skip
+@click.option(
     "--max-clip", "max_clip_s", type=click.FloatRange(min=0, min_open=True), default=120.0,
     show_default=True, help="Seconds of an upload that are decoded and matched (the first).",
 )  # fmt: skip
@@ -484,6 +489,7 @@ def serve(
     cache_dir: Path | None,
     poll_s: float,
     max_upload: int,
+    decoder: str,
     max_clip_s: float,
 ) -> None:
     """Serve SOURCE (a snapshot DIR or a BUCKET_URL) over HTTP: POST /match, GET /search,
@@ -494,7 +500,7 @@ def serve(
     requests. Read-only: it never starts ingestion.
     """
     from .publishing import BucketError, PullError, is_bucket_url
-    from .serving import LiveSnapshot, ServeConfig, default_workers
+    from .serving import ServeConfig, default_workers
     from .serving import serve as run_server
     from .settings import citywok_home
     from .snapshot import SnapshotError
@@ -507,16 +513,16 @@ def serve(
         max_upload_bytes=max_upload,
         max_clip_s=max_clip_s,
         poll_s=poll_s or None,
+        decoder="ffmpeg" if decoder == "ffmpeg" else "libav",
     )
     # Opened once here so that a bad source fails now, with one clear line (and a bucket is
-    # pulled before the workers start); each worker then opens it for itself.
+    # pulled before the workers start); closed before they are forked, each opens its own.
     try:
         with _bucket_errors(source):
-            live = LiveSnapshot(config.snapshot_source())
+            snapshot, version = config.snapshot_source().open()
     except (SnapshotError, PullError, BucketError) as exc:
         _fail(str(exc))
-    version = live.version
-    live.close()
+    snapshot.close()
     workers = workers or default_workers()
     click.echo(
         f"serving {source} (version {version or 'unpublished'}) on http://{host}:{port} "

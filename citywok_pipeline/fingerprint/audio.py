@@ -5,10 +5,10 @@ path, an http(s)/file URL or raw bytes. ffmpeg runs once per call with its outpu
 back, so there are no temporary files and no ffprobe on the hot path: ffprobe runs only
 after a failure, to say more precisely why.
 
-`decode_in_process` decodes a short clip's bytes inside this process with PyAV (the same
-libav libraries, the same downmix and resampler settings), for servers: starting an ffmpeg
-process costs more than decoding a 5 s clip. What it cannot decode goes to `decode`, which
-either manages or gives the precise reason.
+`decode_bytes` decodes an uploaded file's bytes, by default inside this process with PyAV
+(the same libav libraries, the same downmix and resampler settings), for servers: starting
+an ffmpeg process costs more than decoding a 5 s clip. What PyAV cannot decode goes to the
+ffmpeg command, which either manages or gives the precise reason.
 
 Every problem with the input (missing, empty, not audio, truncated, ffmpeg absent, too
 slow) is a `DecodeError` naming the input and the reason; a bad argument is a
@@ -36,7 +36,7 @@ import numpy as np
 
 from .params import ParameterError
 
-__all__ = ["DecodeError", "decode", "decode_in_process", "duration_s"]
+__all__ = ["DecodeError", "decode", "decode_bytes", "duration_s"]
 
 logger = logging.getLogger(__name__)
 
@@ -235,20 +235,21 @@ def decode(
     raise DecodeError(src.label, _failure_reason(src, proc.returncode, stderr, timeout_s))
 
 
-def decode_in_process(
+def decode_bytes(
     data: bytes,
     *,
     sample_rate: int = 8000,
     label: str | None = None,
     suffix: str = "",
     max_seconds: float | None = None,
+    in_process: bool = True,
 ) -> np.ndarray:
-    """Decode a media file's bytes to mono float32 PCM inside this process (PyAV).
+    """Decode a whole media file's bytes (an upload) to mono float32 PCM.
 
-    The output equals `decode`'s for the same file (same libav decoders, the downmix as an
-    average, the same resampler), without the cost of starting ffmpeg, which dominates for
-    clips of a few seconds. The input is read from memory with seeking, so an MP4 whose
-    index follows the audio decodes too.
+    In this process with PyAV by default: the output equals `decode`'s for the same file
+    (same libav decoders, the downmix as an average, the same resampler), without the cost
+    of starting ffmpeg, which dominates for clips of a few seconds. The bytes are read from
+    memory with seeking, so an MP4 whose index follows the audio decodes too.
 
     Parameters
     ----------
@@ -259,9 +260,12 @@ def decode_in_process(
     label : str, optional
         Name used in error messages (default ``'<bytes>'``).
     suffix : str
-        The file's extension (``'.mp3'``), a hint for the ffmpeg fallback.
+        The file's extension (``'.mp3'``), a hint for the ffmpeg command.
     max_seconds : float, optional
         Stop after this much audio: the result is the first ``max_seconds`` seconds.
+    in_process : bool
+        False runs the ffmpeg command every time (through a temporary file): a decoder that
+        crashes or hangs on a hostile file then cannot take the caller with it.
 
     Returns
     -------
@@ -271,8 +275,8 @@ def decode_in_process(
     Raises
     ------
     DecodeError
-        As `decode`: when PyAV cannot decode the input (or is not installed) the bytes go to
-        the ffmpeg command through a temporary file, which decodes them or says why not.
+        As `decode`: what PyAV cannot decode (or everything, without ``in_process``) goes
+        to the ffmpeg command, which decodes it or says why not.
     ParameterError
         ``sample_rate`` or ``max_seconds`` is invalid.
     """
@@ -285,13 +289,14 @@ def decode_in_process(
     if not data:
         raise DecodeError(name, "no data (0 bytes)")
     limit = None if max_seconds is None else round(max_seconds * sample_rate)
-    try:
-        samples = _pyav_decode(bytes(data), int(sample_rate), limit, name)
-    except Exception as exc:  # any libav failure: ffmpeg says precisely why
-        logger.debug("%s: PyAV could not decode it (%s); trying ffmpeg", name, exc)
-        samples = None
-    if samples is not None and samples.size:
-        return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
+    if in_process:
+        try:
+            samples = _pyav_decode(bytes(data), int(sample_rate), limit, name)
+        except Exception as exc:  # any libav failure: ffmpeg says precisely why
+            logger.debug("%s: PyAV could not decode it (%s); trying ffmpeg", name, exc)
+            samples = None
+        if samples is not None and samples.size:
+            return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
     with tempfile.NamedTemporaryFile(suffix=_safe_suffix(suffix)) as tmp:
         tmp.write(data)
         tmp.flush()
@@ -305,9 +310,11 @@ def _safe_suffix(suffix: str) -> str:
 
 
 def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) -> np.ndarray | None:
-    """Decode with PyAV through the filter chain the ffmpeg command uses; None when there is
-    no audio stream. Raises on what libav cannot read (the caller falls back to ffmpeg)."""
+    """Decode with PyAV, then convert through the filter chain the ffmpeg command uses, in
+    one piece (per-frame filtering costs more than the resampling itself); None when there
+    is no audio stream. Raises on what libav cannot read (the caller falls back to ffmpeg)."""
     import io
+    from fractions import Fraction
 
     import av  # PyAV: libav in-process; a dependency of faster-whisper too
 
@@ -315,33 +322,9 @@ def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) ->
         if not container.streams.audio:
             return None
         stream = container.streams.best("audio")
-        graph = av.filter.Graph()
-        chain = [
-            graph.add_abuffer(template=stream),
-            # As `decode`: the downmix matrix normalised so that mono is an average.
-            graph.add("aresample", f"{sample_rate}:rematrix_maxval=1.0"),
-            graph.add(
-                "aformat", f"sample_fmts=flt:channel_layouts=mono:sample_rates={sample_rate}"
-            ),
-            graph.add("abuffersink"),
-        ]
-        for a, b in itertools.pairwise(chain):
-            a.link_to(b)
-        graph.configure()
-        parts: list[np.ndarray] = []
-        n = 0
-
-        def drain() -> None:
-            nonlocal n
-            while True:
-                try:
-                    frame = graph.pull()
-                except (av.BlockingIOError, av.EOFError):
-                    return
-                parts.append(frame.to_ndarray().reshape(-1))
-                n += parts[-1].size
-
-        errors = 0
+        pieces: list[np.ndarray] = []
+        kind: tuple[str, str, int] | None = None
+        decoded = errors = 0
         for packet in container.demux(stream):
             try:
                 frames = packet.decode()
@@ -350,23 +333,50 @@ def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) ->
                 errors += 1
                 continue
             for frame in frames:
-                graph.push(frame)
-                drain()
-            if limit is not None and n >= limit:
+                if not isinstance(frame, av.AudioFrame):  # demuxed from the audio stream
+                    continue
+                this = (frame.format.name, frame.layout.name, frame.sample_rate)
+                if kind is None:
+                    kind = this
+                elif this != kind:
+                    raise ValueError(f"the audio changes format mid-stream ({kind} to {this})")
+                pieces.append(frame.to_ndarray())
+                decoded += frame.samples
+            # A little past the limit: the resampler holds back a few samples.
+            if limit is not None and kind and decoded >= (limit / sample_rate + 0.1) * kind[2]:
                 break
-        else:
-            graph.push(None)
-            drain()
-        if errors and n:
-            logger.warning(
-                "%s: decoded with %d damaged packet(s) skipped, the audio may be incomplete",
-                name,
-                errors,
-            )
-    if not parts:
+    if kind is None:
         return np.zeros(0, dtype=np.float32)
-    out = np.concatenate(parts)
-    return out if limit is None else out[:limit]
+    if errors:
+        logger.warning(
+            "%s: decoded with %d damaged packet(s) skipped, the audio may be incomplete",
+            name,
+            errors,
+        )
+    fmt, layout, rate = kind
+    whole = av.AudioFrame.from_ndarray(np.concatenate(pieces, axis=1), format=fmt, layout=layout)
+    whole.sample_rate, whole.pts, whole.time_base = rate, 0, Fraction(1, rate)
+    graph = av.filter.Graph()
+    chain = [
+        graph.add_abuffer(format=fmt, layout=layout, sample_rate=rate, time_base=Fraction(1, rate)),
+        # As `decode`: the downmix matrix normalised so that mono is an average.
+        graph.add("aresample", f"{sample_rate}:rematrix_maxval=1.0"),
+        graph.add("aformat", f"sample_fmts=flt:channel_layouts=mono:sample_rates={sample_rate}"),
+        graph.add("abuffersink"),
+    ]
+    for a, b in itertools.pairwise(chain):
+        a.link_to(b)
+    graph.configure()
+    graph.push(whole)
+    graph.push(None)
+    out: list[np.ndarray] = []
+    while True:
+        try:
+            out.append(graph.pull().to_ndarray().reshape(-1))
+        except (av.BlockingIOError, av.EOFError):
+            break
+    samples = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    return samples if limit is None else samples[:limit]
 
 
 def duration_s(samples: np.ndarray, sample_rate: int) -> float:

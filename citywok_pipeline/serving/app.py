@@ -3,16 +3,16 @@
 Nothing here can start ingestion: the server only opens published (or locally built)
 snapshots and swaps to newer ones. OpenAPI docs are at ``/docs``.
 
-`serve` runs it with uvicorn in one or more worker processes on one port: matching is CPU
-work in Python and numpy, so one process uses about one core. Each worker opens the snapshot
-itself (shards are memory maps: the pages are shared, not copied) and follows new versions on
-its own, described by a `ServeConfig` it reads from the environment.
+`serve` runs it under gunicorn with uvicorn workers: matching is CPU work in Python and
+numpy, so one process uses about one core, and a server runs one worker per core on one
+port. The app is imported once and the workers forked from it (they start at once); each
+opens the snapshot itself after the fork (shards are memory maps: their pages are shared,
+not copied), follows new versions on its own, and is restarted by gunicorn if it dies.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import ctypes
 import os
 import threading
 import time
@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..fingerprint.audio import DecodeError, decode_in_process
+from ..fingerprint.audio import DecodeError, decode_bytes
 from ..fingerprint.matcher import match_samples
 from .live import BucketSource, DirectorySource, Held, LiveSnapshot, SnapshotSource
 
@@ -37,13 +37,11 @@ DEFAULT_MAX_UPLOAD_BYTES = 20 << 20
 DEFAULT_MAX_CLIP_S = 120.0
 DEFAULT_POLL_S = 5.0
 MAX_SEARCH_LIMIT = 100
-CONFIG_ENV = "CITYWOK_SERVE_CONFIG"
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServeConfig:
-    """What a server process needs to open its source and answer: plain values, so that it
-    can travel to worker processes (as JSON in ``CITYWOK_SERVE_CONFIG``).
+    """Where a server's versions come from and how it treats uploads.
 
     Attributes
     ----------
@@ -57,6 +55,10 @@ class ServeConfig:
         Only the first this many seconds of an upload are decoded and matched.
     poll_s : float, optional
         Seconds between checks for a new version; None never checks.
+    decoder : {"libav", "ffmpeg"}
+        ``libav`` decodes uploads inside the worker (PyAV: fast); ``ffmpeg`` runs the
+        ffmpeg command for each (tens of milliseconds more, but a decoder crash or hang on a
+        hostile file stays in that process).
     """
 
     source: str
@@ -64,6 +66,7 @@ class ServeConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_clip_s: float = DEFAULT_MAX_CLIP_S
     poll_s: float | None = DEFAULT_POLL_S
+    decoder: Literal["libav", "ffmpeg"] = "libav"
 
     def snapshot_source(self) -> SnapshotSource:
         """The source this config names (S3 settings come from the environment)."""
@@ -74,13 +77,6 @@ class ServeConfig:
                 raise ValueError(f"{self.source}: a bucket source needs a cache directory")
             return BucketSource(open_bucket(self.source), self.cache_dir)
         return DirectorySource(self.source)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ServeConfig:
-        return cls(**json.loads(text))
 
 
 class _Embedder:
@@ -144,50 +140,52 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
-def create_app(
-    live: LiveSnapshot,
-    *,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    max_clip_s: float = DEFAULT_MAX_CLIP_S,
-    poll_s: float | None = DEFAULT_POLL_S,
-) -> FastAPI:
-    """The API over ``live``; with ``poll_s`` the source is watched for new versions."""
+def create_app(config: ServeConfig) -> FastAPI:
+    """The API over ``config.source``. The source is opened when the app starts (its
+    lifespan), in the process that serves it, and watched every ``config.poll_s`` seconds."""
     started = time.monotonic()
     embedder = _Embedder()
-
     # Matching and search are CPU work holding the GIL for most of it: a worker runs one at
     # a time (the others wait their turn in the event loop) instead of interleaving threads,
-    # which costs each request more CPU and all of them latency. Set in the lifespan: a
-    # limiter belongs to the event loop.
-    cpu: dict[str, anyio.CapacityLimiter] = {}
+    # which costs each request more CPU and all of them latency. Both are made in the
+    # lifespan: the snapshot in the serving process, the limiter in its event loop.
+    state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cpu["slot"] = anyio.CapacityLimiter(1)
+        live = state["live"] = LiveSnapshot(config.snapshot_source())
+        state["cpu"] = anyio.CapacityLimiter(1)
         with live.use() as held:
             if segment_count(held.snapshot):
                 embedder.warm_in_background()
-        if poll_s:
-            live.watch(poll_s)
+        if config.poll_s:
+            live.watch(config.poll_s)
         yield
         live.close()
+
+    def current() -> LiveSnapshot:
+        live: LiveSnapshot | None = state.get("live")
+        if live is None:
+            raise HTTPException(503, "starting: the snapshot is not open yet")
+        return live
 
     app = FastAPI(
         title="CityWok",
         summary="Which episode, and when: audio fingerprint matching and transcript search.",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_upload_bytes=max_upload_bytes)
+    app.add_middleware(BodyLimit, max_upload_bytes=config.max_upload_bytes)
 
     def match_upload(data: bytes, name: str) -> dict[str, Any]:
-        with live.use() as held:
+        with current().use() as held:
             try:
-                samples = decode_in_process(
+                samples = decode_bytes(
                     data,
                     sample_rate=held.snapshot.params.sample_rate,
                     label=name,
                     suffix=Path(name).suffix,
-                    max_seconds=max_clip_s,
+                    max_seconds=config.max_clip_s,
+                    in_process=config.decoder == "libav",
                 )
             except DecodeError as exc:
                 raise HTTPException(415, f"not audio ffmpeg can read: {exc}") from None
@@ -199,19 +197,18 @@ def create_app(
     ) -> dict[str, Any]:
         """Answers ``{"query", "ambiguous", "matches": [...]}`` (the ``citywok match --json``
         shape); ``matches`` is empty when the clip is not in the library. Only the first
-        ``max_clip_s`` seconds of a longer upload are matched."""
+        ``--max-clip`` seconds of a longer upload are matched."""
         name = file.filename or "upload"
-        data = await file.read(max_upload_bytes + 1)
+        limit = config.max_upload_bytes
+        data = await file.read(limit + 1)
         if not data:
             raise HTTPException(400, f"{name}: the upload is empty")
-        if len(data) > max_upload_bytes:
-            raise HTTPException(
-                413, f"{name}: upload too large, the limit is {max_upload_bytes} bytes"
-            )
-        return await anyio.to_thread.run_sync(match_upload, data, name, limiter=cpu["slot"])
+        if len(data) > limit:
+            raise HTTPException(413, f"{name}: upload too large, the limit is {limit} bytes")
+        return await anyio.to_thread.run_sync(match_upload, data, name, limiter=state["cpu"])
 
     def search_segments(q: str, limit: int, keywords: list[str]) -> list[dict[str, Any]]:
-        with live.use() as held:
+        with current().use() as held:
             if not segment_count(held.snapshot):
                 raise HTTPException(
                     404,
@@ -234,18 +231,18 @@ def create_app(
         ``{"episode_id", "source", "start_s", "end_s", "text", "score"}``."""
         if not q.strip():
             raise HTTPException(400, "q: the query is blank")
-        with live.use() as held:
+        with current().use() as held:
             has_segments = segment_count(held.snapshot) > 0
         if has_segments:
             # The model loads once (seconds) without holding up the matches waiting their turn.
             await anyio.to_thread.run_sync(embedder.get)
         return await anyio.to_thread.run_sync(
-            search_segments, q, limit, keyword or [], limiter=cpu["slot"]
+            search_segments, q, limit, keyword or [], limiter=state["cpu"]
         )
 
     @app.get("/episodes", summary="Every episode in the version being served")
     def episodes() -> dict[str, Any]:
-        with live.use() as held:
+        with current().use() as held:
             return {
                 "version": held.version,
                 "episodes": [
@@ -265,6 +262,7 @@ def create_app(
 
     @app.get("/healthz", summary="Whether the server is serving, which version, and counts")
     def healthz() -> dict[str, Any]:
+        live = current()
         with live.use() as held:
             return {
                 "status": "ok",
@@ -275,6 +273,7 @@ def create_app(
                 "segments": segment_count(held.snapshot),
                 "shards": len(held.snapshot.shards),
                 "uptime_s": round(time.monotonic() - started, 3),
+                "worker_pid": os.getpid(),
                 "version_since": held.opened_at,
                 "swaps": live.swaps,
                 "last_refresh_error": live.last_error,
@@ -283,18 +282,24 @@ def create_app(
     return app
 
 
-def app_from_env() -> FastAPI:
-    """The app a worker process serves, from the `ServeConfig` in ``CITYWOK_SERVE_CONFIG``
-    (the uvicorn factory `serve` names)."""
-    text = os.environ.get(CONFIG_ENV)
-    if not text:
-        raise RuntimeError(f"{CONFIG_ENV} is not set: start the server with `citywok serve`")
-    config = ServeConfig.from_json(text)
-    return create_app(
-        LiveSnapshot(config.snapshot_source()),
-        max_upload_bytes=config.max_upload_bytes,
-        max_clip_s=config.max_clip_s,
-        poll_s=config.poll_s,
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def reuse_freed_memory() -> bool:
+    """Have glibc keep freed memory for the next request instead of returning it.
+
+    By default every numpy temporary over 128 KiB is its own memory map, unmapped when freed,
+    so each request faults in and zeroes fresh pages: about a thousand per 5 s clip, a tenth
+    of its CPU time. With the thresholds raised, the heap keeps up to 64 MiB of freed memory
+    and arrays up to 32 MiB come from it. True when set (glibc only; elsewhere nothing).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
     )
 
 
@@ -314,17 +319,36 @@ def serve(
     workers: int = 1,
     log_level: str = "info",
 ) -> None:
-    """Run the API with uvicorn until interrupted, in ``workers`` processes on one socket
-    (uvicorn restarts a worker that dies)."""
-    import uvicorn
+    """Run the API until interrupted: gunicorn with ``workers`` uvicorn workers forked from
+    this process (nothing of the snapshot may be open here: each worker opens its own).
+    SIGTERM stops it gracefully; a worker that dies is replaced."""
+    from gunicorn.app.base import BaseApplication
 
-    os.environ[CONFIG_ENV] = config.to_json()
-    uvicorn.run(
-        f"{__name__}:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,
-    )
+    reuse_freed_memory()  # inherited by the workers
+    app = create_app(config)
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    options = {
+        "bind": bind,
+        "workers": workers,
+        "worker_class": "uvicorn_worker.UvicornWorker",
+        # The app is built here, before the fork: workers start without importing again.
+        "preload_app": True,
+        # A worker whose event loop stops answering for this long is killed and replaced.
+        "timeout": 120,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "loglevel": log_level,
+        "accesslog": None,
+        "errorlog": "-",
+        "proc_name": "citywok-serve",
+    }
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> FastAPI:
+            return app
+
+    Server().run()

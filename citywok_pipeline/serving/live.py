@@ -84,6 +84,18 @@ class BucketSource:
         return self.bucket.url
 
 
+def _open(source: SnapshotSource) -> tuple[Snapshot, str | None]:
+    """Open the source's version ready to answer: its lookup structures built now, not by
+    the first request to reach it."""
+    snap, version = source.open()
+    try:
+        snap.stacked()
+    except BaseException:
+        snap.close()
+        raise
+    return snap, version
+
+
 @dataclass
 class Held:
     """One open version and the requests using it."""
@@ -105,7 +117,7 @@ class LiveSnapshot:
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         token = source.token()
-        snap, version = source.open()
+        snap, version = _open(source)
         self._held = Held(snap, version, token)
         self.swaps = 0
         self.last_error: str | None = None
@@ -142,7 +154,7 @@ class LiveSnapshot:
                 token = self.source.token()
                 if token == self._held.token:
                     return False
-                snap, version = self.source.open()
+                snap, version = _open(self.source)
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("citywok serve: keeping %s: %s", self._held.version, self.last_error)

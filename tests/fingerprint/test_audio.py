@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from citywok_pipeline.fingerprint.audio import DecodeError, decode, duration_s
+from citywok_pipeline.fingerprint.audio import DecodeError, decode, decode_bytes, duration_s
 from citywok_pipeline.fingerprint.params import ParameterError
 
 RATE = 8000
@@ -418,3 +418,69 @@ def test_module_does_not_import_dagster() -> None:
     code = "import sys, citywok_pipeline.fingerprint.audio; print('dagster' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# decode_bytes: an upload's bytes, decoded in this process (PyAV) or by the ffmpeg command.
+
+
+@pytest.mark.parametrize("ext", sorted(CODECS))
+@pytest.mark.parametrize("in_process", [True, False], ids=["libav", "ffmpeg"])
+def test_uploaded_bytes_decode_like_the_file(
+    tones: dict[str, Path], ext: str, in_process: bool
+) -> None:
+    path = tones[ext]
+    samples = decode_bytes(path.read_bytes(), suffix=path.suffix, in_process=in_process)
+    expected = decode(path)
+    assert samples.dtype == np.float32 and samples.shape == expected.shape
+    # The same libav decoders and resampler: equal up to float rounding.
+    np.testing.assert_allclose(samples, expected, rtol=0, atol=1e-6)
+
+
+def test_uploaded_mp4_with_late_index_decodes_in_process(late_index_mp4: Path) -> None:
+    # What a pipe cannot do (see above): the bytes are read from memory with seeking.
+    samples = decode_bytes(late_index_mp4.read_bytes(), label="clip.mp4")
+    assert samples.size == pytest.approx(10 * RATE, rel=0.01)
+    assert abs(dominant_hz(samples) - TONE_HZ) < 3
+
+
+def test_uploaded_bytes_stop_after_max_seconds(late_index_mp4: Path) -> None:
+    data = late_index_mp4.read_bytes()
+    whole = decode_bytes(data)
+    for in_process in (True, False):
+        first = decode_bytes(data, max_seconds=2.5, in_process=in_process)
+        assert first.size == round(2.5 * RATE)
+        np.testing.assert_allclose(first, whole[: first.size], rtol=0, atol=1e-6)
+
+
+def test_a_bad_upload_gets_the_reason_the_ffmpeg_command_gives(tmp_path: Path) -> None:
+    png = tmp_path / "cover.png"
+    ffmpeg("-f", "lavfi", "-i", "color=red:size=32x32", "-frames:v", "1", png)
+    silent = tmp_path / "silent.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=red:size=32x32:duration=1", "-c:v", "mpeg4", silent)
+    uploads = {
+        "notes.mp3": (b"shopping list\n" * 20, "not an audio file: it looks like text"),
+        "cover.png": (png.read_bytes(), "not an audio file: it is an image (png)"),
+        "silent.mp4": (silent.read_bytes(), "has no audio stream, only video (mpeg4)"),
+    }
+    for name, (data, reason) in uploads.items():
+        with pytest.raises(DecodeError) as info:
+            decode_bytes(data, label=name, suffix=Path(name).suffix)
+        assert info.value.source == name
+        assert reason in info.value.reason
+    with pytest.raises(DecodeError, match="no data"):
+        decode_bytes(b"", label="empty.mp3")
+
+
+def test_damaged_upload_is_decoded_around_in_process(tones: dict[str, Path]) -> None:
+    data = bytearray(tones["flac"].read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 256] = bytes(range(256))
+    clean = decode(tones["flac"])
+    samples = decode_bytes(bytes(data), label="scratched.flac")
+    assert 0.8 * clean.size < samples.size <= clean.size
+    assert abs(dominant_hz(samples) - TONE_HZ) < 3
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("nan"), True])
+def test_invalid_max_seconds_is_a_parameter_error(tones: dict[str, Path], seconds: object) -> None:
+    with pytest.raises(ParameterError):
+        decode_bytes(tones["wav"].read_bytes(), max_seconds=seconds)  # type: ignore[arg-type]

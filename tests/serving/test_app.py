@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from citywok_pipeline.publishing import publish_snapshot, pull_version
 from tests.conftest import S3Server
 from tests.publishing.conftest import build_season, s3_bucket_for
 
-from .conftest import Library, Server, ServerFactory, make_library
+from .conftest import SR, Library, Server, ServerFactory, encode_clip, make_library
 
 
 def test_a_clip_uploaded_to_match_is_found_with_its_offset(
@@ -149,3 +152,72 @@ def test_a_server_on_a_bucket_pulls_the_latest_version_and_follows_it(
             time.sleep(0.1)
     assert health["episodes"] == 3
     assert (tmp_path / "cache" / "versions" / second / "beta-s01.lmdb").is_file()
+
+
+def test_only_the_first_max_clip_seconds_of_an_upload_are_matched(
+    library: Library, server: Server, start_server: ServerFactory
+) -> None:
+    # 3 s of one episode, then 7 s of another: the whole clip is mostly the second.
+    first = library.audio["alpha-s01e01"][int(2.0 * SR) : int(5.0 * SR)]
+    then = library.audio["beta-s01e02"][int(3.0 * SR) : int(10.0 * SR)]
+    data = encode_clip(np.concatenate([first, then]), library.root / "spliced.mp3").read_bytes()
+    short = start_server(str(library.served), "--poll", "0", "--max-clip", "3")
+    with server.client() as http, short.client() as http_short:
+        whole = http.post("/match", files={"file": ("spliced.mp3", data)}).json()
+        head = http_short.post("/match", files={"file": ("spliced.mp3", data)}).json()
+    assert whole["matches"][0]["episode_id"] == "beta-s01e02"
+    assert head["matches"][0]["episode_id"] == "alpha-s01e01"
+    assert abs(head["matches"][0]["offset_s"] - 2.0) < 0.1
+
+
+def test_an_m4a_with_its_index_at_the_end_is_matched(library: Library, server: Server) -> None:
+    # ffmpeg writes the moov atom after the audio: decoding it needs to seek in the upload.
+    clip = library.clip("alpha-s01e02", 6.0, "late-index.m4a")
+    assert clip.read_bytes().find(b"moov") > clip.read_bytes().find(b"mdat")
+    with server.client() as http:
+        r = http.post("/match", files={"file": ("late-index.m4a", clip.read_bytes())})
+    assert r.status_code == 200, r.text
+    best = r.json()["matches"][0]
+    assert best["episode_id"] == "alpha-s01e02" and abs(best["offset_s"] - 6.0) < 0.1
+
+
+def test_decoding_with_the_ffmpeg_command_gives_the_same_answer(
+    library: Library, server: Server, start_server: ServerFactory
+) -> None:
+    isolated = start_server(str(library.served), "--poll", "0", "--decoder", "ffmpeg")
+    clip = library.clip("beta-s01e01", 1.5, "same.ogg").read_bytes()
+    with server.client() as http, isolated.client() as http_isolated:
+        in_process = http.post("/match", files={"file": ("same.ogg", clip)}).json()
+        by_command = http_isolated.post("/match", files={"file": ("same.ogg", clip)}).json()
+        bad = http_isolated.post("/match", files={"file": ("notes.mp3", b"shopping list\n" * 20)})
+    assert in_process["matches"][0]["episode_id"] == "beta-s01e01"
+    assert by_command == in_process
+    assert bad.status_code == 415 and "notes.mp3" in bad.json()["detail"]
+
+
+def test_a_worker_that_dies_is_replaced_and_the_server_goes_on_answering(
+    library: Library, start_server: ServerFactory
+) -> None:
+    server = start_server(str(library.served), "--poll", "0", "--workers", "2")
+    clip = library.clip("alpha-s01e01", 2.0, "w.mp3").read_bytes()
+
+    def worker_pids(tries: int) -> set[int]:
+        seen = set()
+        for _ in range(tries):
+            with server.client() as http:  # a new connection each time: either worker
+                seen.add(http.get("/healthz").json()["worker_pid"])
+        return seen
+
+    workers = worker_pids(60)
+    assert len(workers) == 2 and server.proc.pid not in workers
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not (worker_pids(10) - workers):
+        assert time.monotonic() < deadline, "no worker was started in place of the killed one"
+        time.sleep(0.2)
+    with server.client() as http:
+        for _ in range(6):
+            r = http.post("/match", files={"file": ("w.mp3", clip)})
+            assert r.status_code == 200 and r.json()["matches"][0]["episode_id"] == "alpha-s01e01"
+    assert victim not in worker_pids(30)
