@@ -14,6 +14,7 @@ ever finds a complete version, and of two publishers racing one wins and the oth
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -309,6 +310,16 @@ def publish_snapshot(
             f"{bucket.uri(manifest_key(version))} already exists: the same snapshot was "
             "published in the same second by someone else"
         )
+    # A prune that listed the manifests before this one was written may have deleted a blob
+    # reused here (one that no version it kept referenced, older than its grace period): put
+    # back what is gone before the version can become the latest.
+    present = {o.key for o in bucket.list(BLOBS_PREFIX)}
+    for entry in entries:
+        if entry.key not in present:
+            bucket.put_new(entry.key, snapshot_dir / entry.file)
+            if entry.file in reused:
+                reused.remove(entry.file)
+                uploaded.append(entry.file)
     pointer = json.dumps({
         "version": version,
         "manifest": manifest_key(version),
@@ -346,7 +357,9 @@ def prune_versions(
 
     A blob younger than ``grace_s`` is left alone: a publisher may be uploading it for a
     manifest it has not written yet. Manifests are deleted before blobs, so a crash half-way
-    never leaves a kept manifest without its blobs.
+    never leaves a kept manifest without its blobs. The manifests are listed again before
+    blobs are deleted, and a publish checks its blobs after writing its manifest, so a publish
+    racing a prune loses no blob unless the prune deletes it in the moment between the two.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1 (the latest version), got {keep}")
@@ -362,6 +375,11 @@ def prune_versions(
     doomed = [v for v in versions if v not in kept]
     for v in doomed:
         bucket.delete(manifest_key(v))
+    # Versions published since the listing above keep their blobs too (a publish also puts
+    # back, before moving latest, a reused blob that a prune deleted under it).
+    for v in set(list_versions(bucket)) - set(versions):
+        with contextlib.suppress(ManifestError):  # pruned meanwhile by another prune
+            referenced.update(s.key for s in read_manifest(bucket, v).shards)
     deleted_blobs = []
     for obj in bucket.list(BLOBS_PREFIX):
         if obj.key not in referenced and now - obj.modified >= grace_s:

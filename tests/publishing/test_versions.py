@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from citywok_pipeline.publishing import (
     list_versions,
     prune_versions,
     publish_snapshot,
+    pull_version,
     read_latest,
     read_manifest,
 )
@@ -242,3 +244,64 @@ def test_a_local_bucket_refuses_a_url_that_is_not_a_folder(tmp_path: Path) -> No
         open_bucket("ftp://x")
     with pytest.raises(BucketError, match="s3://bucket/prefix"):
         open_bucket("s3:///nobucket")
+
+
+class _PruneUnder(LocalBucket):
+    """A local bucket on which something happens at a chosen moment of another operation,
+    as when a prune and a publish run at once on two machines."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.before_manifest_put: Any = None  # called as a manifest is about to be written
+        self.before_manifest_delete: Any = None
+
+    def put_new(self, key: str, source: Any) -> bool:
+        if key.startswith("versions/") and self.before_manifest_put:
+            hook, self.before_manifest_put = self.before_manifest_put, None
+            hook()
+        return super().put_new(key, source)
+
+    def delete(self, key: str) -> None:
+        if key.startswith("versions/") and self.before_manifest_delete:
+            hook, self.before_manifest_delete = self.before_manifest_delete, None
+            hook()
+        super().delete(key)
+
+
+def test_a_reused_blob_pruned_during_a_publish_is_put_back_before_latest_moves(
+    snapshot_dir: Path, tmp_path: Path
+) -> None:
+    bucket = _PruneUnder(tmp_path / "bucket")
+    first = publish_snapshot(snapshot_dir, bucket)
+    alpha = next(s for s in first.manifest.shards if s.season == "alpha-s01")
+    build_season(snapshot_dir, "beta-s01", (3, 30))
+    # A prune that never saw the new manifest deletes the alpha shard this publish reuses.
+    bucket.before_manifest_put = lambda: bucket.delete(alpha.key)
+    second = publish_snapshot(snapshot_dir, bucket)
+
+    assert "alpha-s01.lmdb" in second.uploaded
+    assert bucket.exists(alpha.key)
+    assert read_latest(bucket).version == second.version  # type: ignore[union-attr]
+    pulled = pull_version(bucket, tmp_path / "pulled")
+    assert pulled.version == second.version
+
+
+def test_a_version_published_during_a_prune_keeps_the_blobs_it_reuses(
+    snapshot_dir: Path, tmp_path: Path
+) -> None:
+    bucket = _PruneUnder(tmp_path / "bucket")
+    old = tmp_path / "old-snapshot"
+    shutil.copytree(snapshot_dir, old)
+    v1 = publish_snapshot(snapshot_dir, bucket).version
+    build_season(snapshot_dir, "beta-s01", (3, 31))
+    v2 = publish_snapshot(snapshot_dir, bucket).version
+    # While the prune deletes v1 (keeping v2 only), v1's content is published again as v3:
+    # its beta shard is referenced by no version the prune listed.
+    published: list[str] = []
+    bucket.before_manifest_delete = lambda: published.append(publish_snapshot(old, bucket).version)
+    result = prune_versions(bucket, keep=1, grace_s=0)
+
+    [v3] = published
+    assert result.deleted_versions == (v1,) and v2 in result.kept
+    assert all(bucket.exists(s.key) for s in read_manifest(bucket, v3).shards)
+    assert pull_version(bucket, tmp_path / "pulled").version == v3
