@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import time
@@ -40,6 +38,7 @@ from citywok_pipeline.snapshot.segments import SegmentTable
 from citywok_pipeline.transcripts.embedder import load_embedder, quantize
 from citywok_pipeline.transcripts.search import CANDIDATE_FRACTION, SegmentSearcher
 
+from .report import machine, replace_section
 from .search_pg import (
     SEGMENTS_PER_VIDEO,
     STEP_S,
@@ -230,29 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     result["date"] = time.strftime("%Y-%m-%d")
-    result["machine"] = _machine()
+    result["machine"] = machine()
     RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if SECTION_START in text:
-        text = (
-            text[: text.index(SECTION_START)] + text[text.index(SECTION_END) + len(SECTION_END) :]
-        )
-    results.write_text(text.rstrip("\n") + "\n\n" + "\n".join(results_section()) + "\n")
+    replace_section(SECTION_START, SECTION_END, results_section())
     print(json.dumps(result, indent=2))
     return 0
-
-
-def _machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
 def results_section() -> list[str]:

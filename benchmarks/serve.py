@@ -30,7 +30,6 @@ import http.client
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -48,6 +47,8 @@ from citywok_pipeline.fingerprint.matcher import DEFAULT_MATCH_PARAMS, fingerpri
 from citywok_pipeline.publishing import LocalBucket, publish_snapshot, pull_version
 from citywok_pipeline.serving import default_workers
 from citywok_pipeline.snapshot import Snapshot, shard_paths, write_shard
+
+from .report import machine, replace_section
 
 HERE = Path(__file__).parent
 DATA = HERE / ".data"
@@ -391,7 +392,7 @@ def main() -> None:
         served = work / "served"
         result = {
             "date": time.strftime("%Y-%m-%d"),
-            "machine": _machine(),
+            "machine": machine(),
             "snapshot_hours": hours,
             "shards": len(shard_paths(snap)),
             "publish_and_pull_s": round(publish_pull_s, 2),
@@ -420,26 +421,8 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if SECTION_START in text:
-        text = (
-            text[: text.index(SECTION_START)] + text[text.index(SECTION_END) + len(SECTION_END) :]
-        )
-    results.write_text(text.rstrip("\n") + "\n\n" + "\n".join(results_section()) + "\n")
+    replace_section(SECTION_START, SECTION_END, results_section())
     print(json.dumps(result, indent=2))
-
-
-def _machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
 def results_section() -> list[str]:
