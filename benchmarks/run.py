@@ -164,10 +164,12 @@ def bench_large(corpus, hours: float, rng: np.random.Generator) -> dict:
         degraded[name] = right / 8
     results["degraded_10s_right"] = degraded
     after = rss()
+    stacked_mib = snap.stacked().nbytes / 2**20
     snap.close()
     sim_bytes = sum(p.stat().st_size for p in shard_paths(sim))
     return {
         "hours": info["hours"],
+        "stacked_bitmaps_mib": round(stacked_mib, 1),
         "shards": len(info["shards"]),
         "postings": info["postings"],
         "hashes_per_second": density,
@@ -284,7 +286,9 @@ def write_results(res: dict) -> None:
             f"| snapshot size | {lg['bytes'] / 1e9:.2f} GB, **{lg['bytes_per_hour'] / 1e6:.2f} MB per hour** | <= 2 MB/hour |",
             f"| real corpus snapshot size | {res['corpus']['bytes_per_hour'] / 1e6:.2f} MB per hour | |",
             f"| memory the queries add | **{lg['rss_mib_after_queries']['RssAnon'] - lg['rss_mib_before_queries']['RssAnon']:.0f} MiB** "
-            f"anonymous (the process held {lg['rss_mib_before_queries']['RssAnon']:.0f} MiB before them, "
+            f"anonymous, {lg.get('stacked_bitmaps_mib', 0):.0f} MiB of it the key bitmaps of the shards "
+            "stacked at the first query (1 MiB per shard in the bitmap layout) "
+            f"(the process held {lg['rss_mib_before_queries']['RssAnon']:.0f} MiB before them, "
             f"mostly the benchmark's own decoded audio; after them {lg['rss_mib_after_queries']['RssFile']:.0f} MiB "
             "of mapped shard and library pages, which the kernel can drop) | <= 300 MB besides the map |",
             "",

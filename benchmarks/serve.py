@@ -258,13 +258,14 @@ def run_load(port: int, clips: list, clients: int, seconds: float, server_pid: i
 
 
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by a process and its live descendants (from /proc)."""
+    """CPU seconds used so far by a process and its descendants, live or reaped (from /proc:
+    the ffmpeg processes a worker started and waited for are in its cutime and cstime)."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):

@@ -298,6 +298,11 @@ class StackedPostings:
             self._words[:, row, 0] = bitmap
             np.cumsum(np.bitwise_count(bitmap)[:-1], out=self._words[1:, row, 1])
 
+    @property
+    def nbytes(self) -> int:
+        """Memory of the stacked bitmaps and ranks (the parts' arrays are not counted)."""
+        return int(self._words.nbytes)
+
     def _present(self, query: np.ndarray) -> tuple[np.ndarray, ...]:
         """(part, query index, lo, hi) of every query key present in a part, ordered by part
         and then query index; ``lo:hi`` are the key's postings in that part."""
