@@ -87,8 +87,8 @@ class Snapshot:
 
     def stacked(self) -> StackedPostings:
         """Every shard's postings for one-pass lookups, built on first use (about 2 ms and
-        1 MiB per 10-hour shard). A server calls it before it swaps a version in, so that
-        no request waits for it."""
+        1 MiB per shard in the bitmap layout, a season of more than a few hours). A server
+        calls it before it swaps a version in, so that no request waits for it."""
         if self._stacked is None:
             with self._stack_lock:
                 if self._stacked is None:
