@@ -115,12 +115,11 @@ def bench_in_process(snapshot: Path, clips: list[tuple[str, bytes, str]], reps: 
         sr = snap.params.sample_rate
         samples = [decode_bytes(data, sample_rate=sr) for _, data, _ in clips]
         parts = [s.postings for s in snap.shards]
-        bases = np.cumsum([0] + [len(s.episodes) for s in snap.shards])[:-1].tolist()
+        bases = snap.stacked().bases.tolist()
         queries = []
         for x in samples:
             keys = np.sort(fingerprint(x, params=snap.params).keys)
             queries.append((keys, DEFAULT_MATCH_PARAMS.hits_per_hash * keys.size))
-        snap.stacked()
         times: dict[str, list[float]] = {k: [] for k in ("libav", "ffmpeg", "stacked", "parts")}
         cpu: dict[str, list[float]] = {"libav": [], "ffmpeg": []}
         match_times, right = [], 0

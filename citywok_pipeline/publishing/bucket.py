@@ -251,10 +251,12 @@ class LocalBucket(Bucket):
         return self._file(key).is_file()
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
-        if not self.root.is_dir():
+        # Walk only the folder the prefix names (not the artefacts beside it, say).
+        base = self.root.joinpath(*prefix.split("/")[:-1])
+        if not base.is_dir():
             return []
         out = []
-        for p in self.root.rglob("*"):
+        for p in base.rglob("*"):
             key = p.relative_to(self.root).as_posix()
             if any(part.startswith(".") for part in key.split("/")) or not key.startswith(prefix):
                 continue
