@@ -288,15 +288,23 @@ class StackedPostings:
         self._off_bits = np.array([p.off_bits for p in self.parts], dtype=np.int64)
         self._stacked = [i for i, p in enumerate(self.parts) if p.layout == "bitmap"]
         self._others = [i for i, p in enumerate(self.parts) if p.layout != "bitmap"]
+        self._stacked_ids = np.array(self._stacked, dtype=np.int64)
+        self._offsets: list[np.ndarray] = []  # of the stacked parts
         # [word, shard] = (the word's bits, the number of set bits before it). Key-major: a
         # query key's entries in every shard lie together (a few cache lines, one page), and
         # its rank comes from the cache line its word was read from.
         self._words = np.zeros((BITMAP_WORDS, len(self._stacked), 2), dtype=np.uint64)
         for row, i in enumerate(self._stacked):
-            bitmap = self.parts[i].bitmap
-            assert bitmap is not None
+            bitmap, offsets = self.parts[i].bitmap, self.parts[i].offsets
+            assert bitmap is not None and offsets is not None
             self._words[:, row, 0] = bitmap
             np.cumsum(np.bitwise_count(bitmap)[:-1], out=self._words[1:, row, 1])
+            # What makes the unchecked gathers in lookup safe: every rank the bitmap gives
+            # has an offset after it, and the last offset ends the postings.
+            n_keys = int(self._words[-1, row, 1]) + int(np.bitwise_count(bitmap[-1]))
+            if offsets.size != n_keys + 1 or int(offsets[-1]) != self.parts[i].packed.size:
+                raise ParameterError(f"part {i}: its key offsets do not match its key bitmap")
+            self._offsets.append(offsets)
 
     @property
     def nbytes(self) -> int:
@@ -306,7 +314,7 @@ class StackedPostings:
     def _present(self, query: np.ndarray) -> tuple[np.ndarray, ...]:
         """(part, query index, lo, hi) of every query key present in a part, ordered by part
         and then query index; ``lo:hi`` are the key's postings in that part."""
-        by_part: dict[int, tuple[np.ndarray, ...]] = {}
+        blocks: list[tuple[np.ndarray, ...]] = []
         if self._stacked:
             q = np.asarray(query, dtype=np.int64)
             valid = (q >= 0) & (q < (1 << HASH_BITS))
@@ -318,28 +326,30 @@ class StackedPostings:
             row, qi = np.nonzero(found.T)  # by shard, then query index
             below = words[qi, row] & ((np.uint64(1) << bit[qi]) - np.uint64(1))
             rank = (entries[qi, row, 1] + np.bitwise_count(below)).astype(np.int64)
+            # Where each present key's postings start and end: one gather per shard (the
+            # offsets of different shards are different arrays), the rest done for them all.
+            at = rank[:, None] + np.array([0, 1])
+            lohi = np.empty(at.shape, dtype=np.uint32)
             bounds = np.searchsorted(row, np.arange(len(self._stacked) + 1)).tolist()
-            next_key = np.array([0, 1])
-            for r, i in enumerate(self._stacked):
+            for r, offsets in enumerate(self._offsets):
                 a, b = bounds[r], bounds[r + 1]
-                if a == b:
-                    continue
-                offsets = self.parts[i].offsets
-                assert offsets is not None
-                lohi = offsets[rank[a:b, None] + next_key].astype(np.int64)
-                by_part[i] = (qi[a:b], lohi[:, 0], lohi[:, 1])
+                if a != b:
+                    # "clip" only spares numpy a copy: the ranks are in range (__init__).
+                    np.take(offsets, at[a:b], out=lohi[a:b], mode="clip")
+            lohi64 = lohi.astype(np.int64)
+            blocks.append((self._stacked_ids[row], qi, lohi64[:, 0], lohi64[:, 1]))
         for i in self._others:
             lo, hi = self.parts[i].ranges(query)
             (qi,) = np.nonzero(hi > lo)
             if qi.size:
-                by_part[i] = (qi, lo[qi], hi[qi])
-        if not by_part:
+                blocks.append((np.full(qi.size, i, dtype=np.int64), qi, lo[qi], hi[qi]))
+        if not blocks:
             return _EMPTY, _EMPTY, _EMPTY, _EMPTY
-        order = sorted(by_part)
-        sizes = [by_part[i][0].size for i in order]
-        part = np.repeat(np.array(order, dtype=np.int64), sizes)
-        qi, lo, hi = (np.concatenate([by_part[i][k] for i in order]) for k in range(3))
-        return part, qi.astype(np.int64, copy=False), lo, hi
+        if len(blocks) == 1:
+            return blocks[0]
+        part, qi, lo, hi = (np.concatenate([b[k] for b in blocks]) for k in range(4))
+        order = np.argsort(part, kind="stable")  # each block is in query order already
+        return part[order], qi[order], lo[order], hi[order]
 
     def lookup(
         self, query: np.ndarray, *, max_hits: int | None = None
@@ -372,16 +382,16 @@ class StackedPostings:
             return _EMPTY, _EMPTY, _EMPTY
         ends = np.cumsum(counts)
         pos = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - counts), counts)
-        packed = np.empty(total, dtype=np.int64)
+        packed = np.empty(total, dtype=np.uint32)
         first = np.searchsorted(part, np.arange(len(self.parts) + 1))
         hit_bounds = np.concatenate(([0], ends))[first].tolist()
         for i, p in enumerate(self.parts):
             a, b = hit_bounds[i], hit_bounds[i + 1]
             if a != b:
-                packed[a:b] = p.packed[pos[a:b]]
-        hit_part = np.repeat(part, counts)
-        shift = self._off_bits[hit_part]
-        episode = (packed >> shift) + self.bases[hit_part]
+                np.take(p.packed, pos[a:b], out=packed[a:b], mode="clip")
+        # The fields of each (key, part) entry, then spread over its hits.
+        shift = np.repeat(self._off_bits[part], counts)
+        episode = (packed >> shift) + np.repeat(self.bases[part], counts)
         frame = packed & ((np.int64(1) << shift) - 1)
         return np.repeat(qi, counts), episode, frame
 

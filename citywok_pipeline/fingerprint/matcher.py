@@ -2,10 +2,14 @@
 
 How a clip is matched
 ---------------------
-1. The clip is first fingerprinted like the index; that settles clean and mildly degraded
-   clips cheaply. When it is not conclusive the clip is fingerprinted more densely (more
-   peaks per second, a larger fan-out): a query hash that finds nothing costs one lookup,
-   but an index hash missing from the query is a lost vote.
+1. A quick pass first: the clip's peaks are picked like the index's, and each anchor is
+   paired with only its first ``quick_fanout`` targets (half the index's): a subset of the
+   hashes the index holds for the same audio, so half the lookups find most of the
+   evidence. That settles clean and mildly degraded clips, provided no other episode comes
+   close (shared audio needs the dense pass to name every episode it is in). Otherwise the
+   clip is fingerprinted more densely (more peaks per second, a larger fan-out): a query
+   hash that finds nothing costs one lookup, but an index hash missing from the query is a
+   lost vote.
 2. Every query hash is looked up; each hit votes for a cell ``(episode, reference frame -
    query frame)``. A cell's score sums the votes within ``±tolerance`` frames, so small
    timing errors (re-encoding, reverb) still line up.
@@ -63,6 +67,9 @@ class Searchable(Protocol):
 class MatchParams:
     """Query-side settings; they can change without rebuilding an index."""
 
+    # The quick pass's targets per anchor (at the index's peak density); the index pairs each
+    # anchor with params.fanout (4). Measured in benchmarks/RESULTS.md (serving).
+    quick_fanout: int = 2
     peaks_per_second: float = 30.0
     fanout: int = 10
     speeds: tuple[float, ...] = (1.0, 0.99, 1.01, 0.98, 1.02)
@@ -87,6 +94,10 @@ class MatchParams:
             raise ParameterError("tolerance must be >= 0 and min_score >= 1")
         if self.hits_per_hash < 1:
             raise ParameterError("hits_per_hash must be >= 1")
+        if self.quick_fanout < 1 or self.fanout < 1:
+            raise ParameterError(
+                f"quick_fanout and fanout must be >= 1, got {self.quick_fanout} and {self.fanout}"
+            )
 
 
 DEFAULT_MATCH_PARAMS = MatchParams()
@@ -226,9 +237,10 @@ def match_samples(
     """
     params, mp = index.params, match_params
     spec = spectrogram(samples, params=params)
-    # Cheapest first: the index's own fingerprint settles clean and mildly degraded clips;
-    # a denser fingerprint, then other playback speeds, only when it does not.
-    passes: list[tuple[float | None, int, float]] = [(None, params.fanout, 1.0)]
+    # Cheapest first: the quick pass (the index's peaks, a smaller fan-out) settles clean and
+    # mildly degraded clips; a denser fingerprint, then other playback speeds, when it does not.
+    quick = min(mp.quick_fanout, params.fanout)
+    passes: list[tuple[float | None, int, float]] = [(None, quick, 1.0)]
     passes += [(mp.peaks_per_second, mp.fanout, s) for s in mp.speeds]
     peaks_at: dict[float | None, np.ndarray] = {}
     frames = float(index.total_frames)
@@ -249,6 +261,10 @@ def match_samples(
             and best.score >= 2 * mp.min_score
             and best.confidence >= mp.early_exit_confidence
         )
+        if conclusive and len(tried) == 1 and len(cands) > 1:
+            # Another episode close to the best: shared audio (an intro) or a close call. The
+            # dense pass decides, and names every episode the audio is in.
+            conclusive = cands[1].score < mp.ambiguity_ratio * cands[0].score
         if conclusive and speed == 1.0:
             break
     # Every candidate pays for all the passes tried (more chances to meet chance).

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citywok_pipeline.fingerprint import Hashes, build_postings
-from citywok_pipeline.fingerprint.index import StackedPostings, lookup_part_by_part
+from citywok_pipeline.fingerprint.index import PostingArrays, StackedPostings, lookup_part_by_part
+from citywok_pipeline.fingerprint.params import ParameterError
 
 LAYOUTS = ("flat", "csr", "bitmap")
 
@@ -84,3 +85,17 @@ def test_parts_and_bases_must_pair_up():
     part = build_postings([Hashes(np.array([1], np.uint32), np.array([0], np.float32))])
     with pytest.raises(ValueError, match="base"):
         StackedPostings([part], [0, 1])
+
+
+@pytest.mark.parametrize("damage", ["offset dropped", "last offset moved"])
+def test_a_bitmap_part_whose_offsets_disagree_with_its_bitmap_is_refused(damage):
+    # lookup gathers without bounds checks: the construction checks what makes that safe.
+    part = make_part(np.random.default_rng(1), "bitmap", 3, 5_000)
+    offsets = part.offsets.copy()
+    if damage == "offset dropped":
+        offsets = offsets[:-1]
+    else:
+        offsets[-1] += 1
+    bad = PostingArrays(None, part.packed, part.off_bits, offsets, bitmap=part.bitmap)
+    with pytest.raises(ParameterError, match="part 1: its key offsets do not match"):
+        StackedPostings([part, bad], [0, 3])
