@@ -309,6 +309,11 @@ def _safe_suffix(suffix: str) -> str:
     return suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,12}", suffix or "") else ""
 
 
+# libav's sample formats (planar ones end in "p") as numpy types, in the machine's byte order.
+_SAMPLE_TYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64}
+_SAMPLE_TYPES |= {"flt": np.float32, "dbl": np.float64}
+
+
 def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) -> np.ndarray | None:
     """Decode with PyAV, then convert through the filter chain the ffmpeg command uses, in
     one piece (per-frame filtering costs more than the resampling itself); None when there
@@ -322,8 +327,12 @@ def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) ->
         if not container.streams.audio:
             return None
         stream = container.streams.best("audio")
-        pieces: list[np.ndarray] = []
+        # The samples of each plane (one per channel, or one of interleaved channels), as
+        # views of the decoded frames' buffers: a frame's to_ndarray costs more than its
+        # decoding. They are copied once, below.
+        planes: list[list[np.ndarray]] = []
         kind: tuple[str, str, int] | None = None
+        dtype, values_per_sample = np.dtype(np.float32), 1
         decoded = errors = 0
         for packet in container.demux(stream):
             try:
@@ -338,9 +347,15 @@ def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) ->
                 this = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if kind is None:
                     kind = this
+                    dtype = np.dtype(_SAMPLE_TYPES[frame.format.name.removesuffix("p")])
+                    n_planes = len(frame.planes)
+                    values_per_sample = 1 if frame.format.is_planar else len(frame.layout.channels)
+                    planes = [[] for _ in range(n_planes)]
                 elif this != kind:
                     raise ValueError(f"the audio changes format mid-stream ({kind} to {this})")
-                pieces.append(frame.to_ndarray())
+                n = frame.samples * values_per_sample
+                for kept, plane in zip(planes, frame.planes, strict=True):
+                    kept.append(np.frombuffer(plane, dtype, n))
                 decoded += frame.samples
             # A little past the limit: the resampler holds back a few samples.
             if limit is not None and kind and decoded >= (limit / sample_rate + 0.1) * kind[2]:
@@ -354,7 +369,10 @@ def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) ->
             errors,
         )
     fmt, layout, rate = kind
-    whole = av.AudioFrame.from_ndarray(np.concatenate(pieces, axis=1), format=fmt, layout=layout)
+    # Planar: (channels, samples); interleaved: (1, samples * channels), as PyAV takes them.
+    whole = av.AudioFrame.from_ndarray(
+        np.stack([np.concatenate(kept) for kept in planes]), format=fmt, layout=layout
+    )
     whole.sample_rate, whole.pts, whole.time_base = rate, 0, Fraction(1, rate)
     graph = av.filter.Graph()
     chain = [
