@@ -5,11 +5,12 @@ How a clip is matched
 1. A quick pass first: the clip's peaks are picked like the index's, and each anchor is
    paired with only its first ``quick_fanout`` targets (half the index's): a subset of the
    hashes the index holds for the same audio, so half the lookups find most of the
-   evidence. That settles clean and mildly degraded clips, provided no other episode comes
-   close (shared audio needs the dense pass to name every episode it is in). Otherwise the
-   clip is fingerprinted more densely (more peaks per second, a larger fan-out): a query
-   hash that finds nothing costs one lookup, but an index hash missing from the query is a
-   lost vote.
+   evidence. That settles clean and mildly degraded clips of one episode. When another
+   episode comes close (shared audio, such as an intro), the clip is fingerprinted exactly
+   like the index, whose fuller evidence names every episode the audio is in (step 5).
+   When the evidence is weak, the clip is fingerprinted more densely (more peaks per
+   second, a larger fan-out): a query hash that finds nothing costs one lookup, but an
+   index hash missing from the query is a lost vote.
 2. Every query hash is looked up; each hit votes for a cell ``(episode, reference frame -
    query frame)``. A cell's score sums the votes within ``±tolerance`` frames, so small
    timing errors (re-encoding, reverb) still line up.
@@ -238,15 +239,22 @@ def match_samples(
     params, mp = index.params, match_params
     spec = spectrogram(samples, params=params)
     # Cheapest first: the quick pass (the index's peaks, a smaller fan-out) settles clean and
-    # mildly degraded clips; a denser fingerprint, then other playback speeds, when it does not.
+    # mildly degraded clips of one episode. When another episode comes close (shared audio),
+    # the index's whole fingerprint decides, as it names every episode the audio is in; when
+    # the evidence is weak, a denser fingerprint, then other playback speeds.
     quick = min(mp.quick_fanout, params.fanout)
     passes: list[tuple[float | None, int, float]] = [(None, quick, 1.0)]
+    if quick < params.fanout:
+        passes.append((None, params.fanout, 1.0))  # only for shared audio
     passes += [(mp.peaks_per_second, mp.fanout, s) for s in mp.speeds]
     peaks_at: dict[float | None, np.ndarray] = {}
     frames = float(index.total_frames)
     tried: list[tuple[float, list[_Candidate], int, np.ndarray]] = []
     n_query = 0
-    for density, fanout, speed in passes:
+    shared = False
+    for i, (density, fanout, speed) in enumerate(passes):
+        if i == 1 and density is None and not shared:
+            continue
         if density not in peaks_at:
             peaks_at[density] = find_peaks(spec, params=params, peaks_per_second=density)
         hashes = hash_peaks(peaks_at[density], params=params, fanout=fanout, speed=speed)
@@ -261,10 +269,9 @@ def match_samples(
             and best.score >= 2 * mp.min_score
             and best.confidence >= mp.early_exit_confidence
         )
-        if conclusive and len(tried) == 1 and len(cands) > 1:
-            # Another episode close to the best: shared audio (an intro) or a close call. The
-            # dense pass decides, and names every episode the audio is in.
-            conclusive = cands[1].score < mp.ambiguity_ratio * cands[0].score
+        if conclusive and i == 0 and quick < params.fanout and len(cands) > 1:
+            shared = cands[1].score >= mp.ambiguity_ratio * cands[0].score
+            conclusive = not shared
         if conclusive and speed == 1.0:
             break
     # Every candidate pays for all the passes tried (more chances to meet chance).
