@@ -31,6 +31,7 @@ import urllib.request
 from dataclasses import dataclass
 from numbers import Integral, Real
 from subprocess import CompletedProcess
+from typing import Any
 
 import numpy as np
 
@@ -310,8 +311,17 @@ def _safe_suffix(suffix: str) -> str:
 
 
 # libav's sample formats (planar ones end in "p") as numpy types, in the machine's byte order.
-_SAMPLE_TYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64}
-_SAMPLE_TYPES |= {"flt": np.float32, "dbl": np.float64}
+_SAMPLE_TYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(t)
+    for name, t in (
+        ("u8", "u1"),
+        ("s16", "i2"),
+        ("s32", "i4"),
+        ("s64", "i8"),
+        ("flt", "f4"),
+        ("dbl", "f8"),
+    )
+}
 
 
 def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) -> np.ndarray | None:
@@ -332,7 +342,7 @@ def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) ->
         # decoding. They are copied once, below.
         planes: list[list[np.ndarray]] = []
         kind: tuple[str, str, int] | None = None
-        dtype, values_per_sample = np.dtype(np.float32), 1
+        dtype, values_per_sample = _SAMPLE_TYPES["flt"], 1
         decoded = errors = 0
         for packet in container.demux(stream):
             try:
@@ -347,7 +357,7 @@ def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) ->
                 this = (frame.format.name, frame.layout.name, frame.sample_rate)
                 if kind is None:
                     kind = this
-                    dtype = np.dtype(_SAMPLE_TYPES[frame.format.name.removesuffix("p")])
+                    dtype = _SAMPLE_TYPES[frame.format.name.removesuffix("p")]
                     n_planes = len(frame.planes)
                     values_per_sample = 1 if frame.format.is_planar else len(frame.layout.channels)
                     planes = [[] for _ in range(n_planes)]
@@ -355,7 +365,7 @@ def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) ->
                     raise ValueError(f"the audio changes format mid-stream ({kind} to {this})")
                 n = frame.samples * values_per_sample
                 for kept, plane in zip(planes, frame.planes, strict=True):
-                    kept.append(np.frombuffer(plane, dtype, n))
+                    kept.append(np.frombuffer(memoryview(plane), dtype, n))
                 decoded += frame.samples
             # A little past the limit: the resampler holds back a few samples.
             if limit is not None and kind and decoded >= (limit / sample_rate + 0.1) * kind[2]:
