@@ -263,14 +263,15 @@ class StackedPostings:
     """The postings of several shards looked up together, as if they were one index.
 
     Looking keys up shard by shard costs a few dozen small numpy calls per shard, which
-    dominates a query on a library of a hundred seasons. Here the bitmaps of every shard in
-    the bitmap layout are stacked into one array, each word beside its rank, so finding
-    which shards hold which query keys, and where their postings start, is one vectorised
-    pass for all of them; per shard there remain two gathers (offsets, then postings) for
-    the keys it holds. Shards in the other layouts (small ones) are looked up on their own.
+    dominates a query on a library of a hundred seasons. Here the key bitmaps of every shard
+    are stacked into one array, each word beside its rank, so finding which shards hold
+    which query keys, and where their postings start, is one vectorised pass for all of
+    them; per shard there remain two gathers (offsets, then postings) for the keys it holds.
+    Shards stored in the other layouts (small ones) get a bitmap and offsets made for them.
 
-    The stacked copy costs 1 MiB of memory per bitmap shard (each 64-bit word and its rank);
-    it is made on construction, typically at a snapshot's first query.
+    The stacked copy costs 1 MiB of memory per shard (each 64-bit word and its rank), and a
+    small shard's offsets 4 bytes per distinct key; it is made on construction, typically
+    at a snapshot's first query.
 
     Parameters
     ----------
@@ -283,26 +284,24 @@ class StackedPostings:
     def __init__(self, parts: Sequence[PostingArrays], bases: Sequence[int]) -> None:
         if len(parts) != len(bases):
             raise ParameterError("one episode base per part is needed")
-        self.parts = list(parts)
         self.bases = np.asarray(bases, dtype=np.int64)
-        self._off_bits = np.array([p.off_bits for p in self.parts], dtype=np.int64)
-        self._stacked = [i for i, p in enumerate(self.parts) if p.layout == "bitmap"]
-        self._others = [i for i, p in enumerate(self.parts) if p.layout != "bitmap"]
-        self._stacked_ids = np.array(self._stacked, dtype=np.int64)
-        self._offsets: list[np.ndarray] = []  # of the stacked parts
+        self._off_bits = np.array([p.off_bits for p in parts], dtype=np.int64)
+        self._packed = [p.packed for p in parts]
+        self._offsets: list[np.ndarray] = []
         # [word, shard] = (the word's bits, the number of set bits before it). Key-major: a
         # query key's entries in every shard lie together (a few cache lines, one page), and
         # its rank comes from the cache line its word was read from.
-        self._words = np.zeros((BITMAP_WORDS, len(self._stacked), 2), dtype=np.uint64)
-        for row, i in enumerate(self._stacked):
-            bitmap, offsets = self.parts[i].bitmap, self.parts[i].offsets
+        self._words = np.zeros((BITMAP_WORDS, len(parts), 2), dtype=np.uint64)
+        for i, part in enumerate(parts):
+            part = part.to_bitmap()
+            bitmap, offsets = part.bitmap, part.offsets
             assert bitmap is not None and offsets is not None
-            self._words[:, row, 0] = bitmap
-            np.cumsum(np.bitwise_count(bitmap)[:-1], out=self._words[1:, row, 1])
+            self._words[:, i, 0] = bitmap
+            np.cumsum(np.bitwise_count(bitmap)[:-1], out=self._words[1:, i, 1])
             # What makes the unchecked gathers in lookup safe: every rank the bitmap gives
             # has an offset after it, and the last offset ends the postings.
-            n_keys = int(self._words[-1, row, 1]) + int(np.bitwise_count(bitmap[-1]))
-            if offsets.size != n_keys + 1 or int(offsets[-1]) != self.parts[i].packed.size:
+            n_keys = int(self._words[-1, i, 1]) + int(np.bitwise_count(bitmap[-1]))
+            if offsets.size != n_keys + 1 or int(offsets[-1]) != part.packed.size:
                 raise ParameterError(f"part {i}: its key offsets do not match its key bitmap")
             self._offsets.append(offsets)
 
@@ -314,42 +313,30 @@ class StackedPostings:
     def _present(self, query: np.ndarray) -> tuple[np.ndarray, ...]:
         """(part, query index, lo, hi) of every query key present in a part, ordered by part
         and then query index; ``lo:hi`` are the key's postings in that part."""
-        blocks: list[tuple[np.ndarray, ...]] = []
-        if self._stacked:
-            q = np.asarray(query, dtype=np.int64)
-            valid = (q >= 0) & (q < (1 << HASH_BITS))
-            w = np.where(valid, q >> 6, 0)
-            bit = (q & 63).astype(np.uint64)
-            entries = self._words[w]  # (query keys, stacked shards, word and rank)
-            words = entries[..., 0]
-            found = ((words >> bit[:, None]) & np.uint64(1)).astype(bool) & valid[:, None]
-            row, qi = np.nonzero(found.T)  # by shard, then query index
-            below = words[qi, row] & ((np.uint64(1) << bit[qi]) - np.uint64(1))
-            rank = (entries[qi, row, 1] + np.bitwise_count(below)).astype(np.int64)
-            # Where each present key's postings start and end: one gather per shard (the
-            # offsets of different shards are different arrays), the rest done for them all.
-            at = rank[:, None] + np.array([0, 1])
-            lohi = np.empty(at.shape, dtype=np.uint32)
-            bounds = np.searchsorted(row, np.arange(len(self._stacked) + 1)).tolist()
-            for r, offsets in enumerate(self._offsets):
-                a, b = bounds[r], bounds[r + 1]
-                if a != b:
-                    # "clip" only spares numpy a copy: the ranks are in range (__init__).
-                    np.take(offsets, at[a:b], out=lohi[a:b], mode="clip")
-            lohi64 = lohi.astype(np.int64)
-            blocks.append((self._stacked_ids[row], qi, lohi64[:, 0], lohi64[:, 1]))
-        for i in self._others:
-            lo, hi = self.parts[i].ranges(query)
-            (qi,) = np.nonzero(hi > lo)
-            if qi.size:
-                blocks.append((np.full(qi.size, i, dtype=np.int64), qi, lo[qi], hi[qi]))
-        if not blocks:
+        if not self._offsets:
             return _EMPTY, _EMPTY, _EMPTY, _EMPTY
-        if len(blocks) == 1:
-            return blocks[0]
-        part, qi, lo, hi = (np.concatenate([b[k] for b in blocks]) for k in range(4))
-        order = np.argsort(part, kind="stable")  # each block is in query order already
-        return part[order], qi[order], lo[order], hi[order]
+        q = np.asarray(query, dtype=np.int64)
+        valid = (q >= 0) & (q < (1 << HASH_BITS))
+        w = np.where(valid, q >> 6, 0)
+        bit = (q & 63).astype(np.uint64)
+        entries = self._words[w]  # (query keys, shards, word and rank)
+        words = entries[..., 0]
+        found = ((words >> bit[:, None]) & np.uint64(1)).astype(bool) & valid[:, None]
+        part, qi = np.nonzero(found.T)  # by shard, then query index
+        below = words[qi, part] & ((np.uint64(1) << bit[qi]) - np.uint64(1))
+        rank = (entries[qi, part, 1] + np.bitwise_count(below)).astype(np.int64)
+        # Where each present key's postings start and end: one gather per shard (the offsets
+        # of different shards are different arrays), the rest done for them all at once.
+        at = rank[:, None] + np.array([0, 1])
+        lohi = np.empty(at.shape, dtype=np.uint32)
+        bounds = np.searchsorted(part, np.arange(len(self._offsets) + 1)).tolist()
+        for i, offsets in enumerate(self._offsets):
+            a, b = bounds[i], bounds[i + 1]
+            if a != b:
+                # "clip" only spares numpy a copy: the ranks are in range (__init__).
+                np.take(offsets, at[a:b], out=lohi[a:b], mode="clip")
+        lohi64 = lohi.astype(np.int64)
+        return part, qi, lohi64[:, 0], lohi64[:, 1]
 
     def lookup(
         self, query: np.ndarray, *, max_hits: int | None = None
@@ -383,12 +370,12 @@ class StackedPostings:
         ends = np.cumsum(counts)
         pos = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - counts), counts)
         packed = np.empty(total, dtype=np.uint32)
-        first = np.searchsorted(part, np.arange(len(self.parts) + 1))
+        first = np.searchsorted(part, np.arange(len(self._packed) + 1))
         hit_bounds = np.concatenate(([0], ends))[first].tolist()
-        for i, p in enumerate(self.parts):
+        for i, postings in enumerate(self._packed):
             a, b = hit_bounds[i], hit_bounds[i + 1]
             if a != b:
-                np.take(p.packed, pos[a:b], out=packed[a:b], mode="clip")
+                np.take(postings, pos[a:b], out=packed[a:b], mode="clip")
         # The fields of each (key, part) entry, then spread over its hits.
         shift = np.repeat(self._off_bits[part], counts)
         episode = (packed >> shift) + np.repeat(self.bases[part], counts)

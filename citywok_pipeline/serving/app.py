@@ -146,7 +146,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     started = time.monotonic()
     embedder = _Embedder()
     # Matching and search are CPU work holding the GIL for most of it: a worker runs one at
-    # a time (the others wait their turn in the event loop) instead of interleaving threads,
+    # a time (the others wait their turn in the event loop) instead of interleaving them,
     # which costs each request more CPU and all of them latency. Both are made in the
     # lifespan: the snapshot in the serving process, the limiter in its event loop.
     state: dict[str, Any] = {}
@@ -205,7 +205,12 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise HTTPException(400, f"{name}: the upload is empty")
         if len(data) > limit:
             raise HTTPException(413, f"{name}: upload too large, the limit is {limit} bytes")
-        return await anyio.to_thread.run_sync(match_upload, data, name, limiter=state["cpu"])
+        async with state["cpu"]:
+            # On the event loop itself, as a sync worker would: a match is 10-20 ms of CPU,
+            # and handing it to a thread costs more (the loop and the thread take turns at
+            # the GIL), while a worker busy matching leaves new connections to idle workers
+            # instead of accepting them into its own queue. Measured in benchmarks/RESULTS.md.
+            return match_upload(data, name)
 
     def search_segments(q: str, limit: int, keywords: list[str]) -> list[dict[str, Any]]:
         with current().use() as held:
