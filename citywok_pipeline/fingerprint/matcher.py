@@ -177,7 +177,9 @@ def _candidates(
     best = first_best[np.argsort(-run_best, kind="stable")[: mp.max_candidates]]
     out = []
     for c in best:
-        if smoothed[c] < 2:
+        # A cell's evidence (distinct anchor instants) is at most its hits: one with fewer
+        # than min_score hits can neither be an answer nor make another one shared.
+        if smoothed[c] < max(2, mp.min_score):
             break
         e = int(cells[c] >> 32)
         d = int((cells[c] & 0xFFFFFFFF) - (1 << 31))
