@@ -5,12 +5,14 @@ How a clip is matched
 1. A quick pass first: the clip's peaks are picked like the index's, and each anchor is
    paired with only its first ``quick_fanout`` targets (half the index's): a subset of the
    hashes the index holds for the same audio, so half the lookups find most of the
-   evidence. That settles clean and mildly degraded clips of one episode. When another
-   episode comes close (shared audio, such as an intro), the clip is fingerprinted exactly
-   like the index, whose fuller evidence names every episode the audio is in (step 5).
-   When the evidence is weak, the clip is fingerprinted more densely (more peaks per
-   second, a larger fan-out): a query hash that finds nothing costs one lookup, but an
-   index hash missing from the query is a lost vote.
+   evidence; and it scores at most ``quick_hits_per_hash`` hits per hash, half the other
+   passes' budget (the commonest keys are left out first). That settles clean and mildly
+   degraded clips of one episode. When another episode comes close (shared audio, such as
+   an intro), the clip is fingerprinted exactly like the index, whose fuller evidence
+   names every episode the audio is in (step 5). When the evidence is weak, the clip is
+   fingerprinted more densely (more peaks per second, a larger fan-out): a query hash that
+   finds nothing costs one lookup, but an index hash missing from the query is a lost
+   vote.
 2. Every query hash is looked up; each hit votes for a cell ``(episode, reference frame -
    query frame)``. A cell's score sums the votes within ``±tolerance`` frames, so small
    timing errors (re-encoding, reverb) still line up.
@@ -68,9 +70,12 @@ class Searchable(Protocol):
 class MatchParams:
     """Query-side settings; they can change without rebuilding an index."""
 
-    # The quick pass's targets per anchor (at the index's peak density); the index pairs each
-    # anchor with params.fanout (4). Measured in benchmarks/RESULTS.md (serving).
+    # The quick pass: targets per anchor (at the index's peak density; the index pairs each
+    # anchor with params.fanout, 4), and hits scored per hash (see hits_per_hash). Chosen on
+    # the 1,000-hour benchmark snapshot: the same answers as the index's own fingerprint,
+    # in 60% of the time (benchmarks/RESULTS.md, serving).
     quick_fanout: int = 2
+    quick_hits_per_hash: int = 50
     peaks_per_second: float = 30.0
     fanout: int = 10
     speeds: tuple[float, ...] = (1.0, 0.99, 1.01, 0.98, 1.02)
@@ -93,8 +98,8 @@ class MatchParams:
             raise ParameterError("speeds must be factors between 0.8 and 1.25")
         if self.tolerance < 0 or self.min_score < 1:
             raise ParameterError("tolerance must be >= 0 and min_score >= 1")
-        if self.hits_per_hash < 1:
-            raise ParameterError("hits_per_hash must be >= 1")
+        if self.hits_per_hash < 1 or self.quick_hits_per_hash < 1:
+            raise ParameterError("hits_per_hash and quick_hits_per_hash must be >= 1")
         if self.quick_fanout < 1 or self.fanout < 1:
             raise ParameterError(
                 f"quick_fanout and fanout must be >= 1, got {self.quick_fanout} and {self.fanout}"
@@ -147,12 +152,13 @@ def _windows(cells: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def _candidates(
-    hashes: Hashes, index: Searchable, mp: MatchParams, speed: float
+    hashes: Hashes, index: Searchable, mp: MatchParams, speed: float, *, quick: bool = False
 ) -> tuple[list[_Candidate], int]:
     if len(hashes) == 0:
         return [], 0
     order = np.argsort(hashes.keys, kind="stable")
-    qi, ep, frame = index.lookup(hashes.keys[order], max_hits=mp.hits_per_hash * len(hashes))
+    per_hash = mp.quick_hits_per_hash if quick else mp.hits_per_hash
+    qi, ep, frame = index.lookup(hashes.keys[order], max_hits=per_hash * len(hashes))
     if qi.size == 0:
         return [], 0
     qi = order[qi]
@@ -261,7 +267,7 @@ def match_samples(
             peaks_at[density] = find_peaks(spec, params=params, peaks_per_second=density)
         hashes = hash_peaks(peaks_at[density], params=params, fanout=fanout, speed=speed)
         n_query = max(n_query, len(hashes))
-        cands, n_hits = _candidates(hashes, index, mp, speed)
+        cands, n_hits = _candidates(hashes, index, mp, speed, quick=i == 0)
         tried.append((speed, cands, n_hits, hashes.times))
         for c in cands:
             c.confidence = _confidence(c.score, n_hits, frames, mp, len(tried))

@@ -111,7 +111,9 @@ def test_shared_audio_goes_on_to_the_index_fingerprint_and_names_every_episode(s
     assert result.query_hashes == whole
 
 
-@pytest.mark.parametrize("field", ["quick_fanout", "fanout"])
-def test_a_fanout_below_one_is_a_parameter_error(field: str) -> None:
+@pytest.mark.parametrize(
+    "field", ["quick_fanout", "fanout", "quick_hits_per_hash", "hits_per_hash"]
+)
+def test_a_fanout_or_hit_budget_below_one_is_a_parameter_error(field: str) -> None:
     with pytest.raises(ParameterError, match=field):
         MatchParams(**{field: 0})
