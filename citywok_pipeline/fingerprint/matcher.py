@@ -8,11 +8,12 @@ How a clip is matched
    evidence; and it scores at most ``quick_hits_per_hash`` hits per hash, half the other
    passes' budget (the commonest keys are left out first). That settles clean and mildly
    degraded clips of one episode. When another episode comes close (shared audio, such as
-   an intro), the clip is fingerprinted exactly like the index, whose fuller evidence
-   names every episode the audio is in (step 5). When the evidence is weak, the clip is
-   fingerprinted more densely (more peaks per second, a larger fan-out): a query hash that
-   finds nothing costs one lookup, but an index hash missing from the query is a lost
-   vote.
+   an intro), or the evidence falls short but reaches ``min_score``, the clip is
+   fingerprinted exactly like the index: its fuller evidence names every episode shared
+   audio is in (step 5), and settles most clips short of evidence. When the evidence is
+   weak, the clip is fingerprinted more densely (more peaks per second, a larger fan-out):
+   a query hash that finds nothing costs one lookup, but an index hash missing from the
+   query is a lost vote.
 2. Every query hash is looked up; each hit votes for a cell ``(episode, reference frame -
    query frame)``. A cell's score sums the votes within ``±tolerance`` frames, so small
    timing errors (re-encoding, reverb) still line up.
@@ -247,21 +248,21 @@ def match_samples(
     params, mp = index.params, match_params
     spec = spectrogram(samples, params=params)
     # Cheapest first: the quick pass (the index's peaks, a smaller fan-out) settles clean and
-    # mildly degraded clips of one episode. When another episode comes close (shared audio),
-    # the index's whole fingerprint decides, as it names every episode the audio is in; when
+    # mildly degraded clips of one episode. When another episode comes close (shared audio)
+    # or the evidence falls a little short, the index's whole fingerprint comes next; when
     # the evidence is weak, a denser fingerprint, then other playback speeds.
     quick = min(mp.quick_fanout, params.fanout)
     passes: list[tuple[float | None, int, float]] = [(None, quick, 1.0)]
     if quick < params.fanout:
-        passes.append((None, params.fanout, 1.0))  # only for shared audio
+        passes.append((None, params.fanout, 1.0))  # only when the quick pass asks for it
     passes += [(mp.peaks_per_second, mp.fanout, s) for s in mp.speeds]
     peaks_at: dict[float | None, np.ndarray] = {}
     frames = float(index.total_frames)
     tried: list[tuple[float, list[_Candidate], int, np.ndarray]] = []
     n_query = 0
-    shared = False
+    whole = False  # the quick pass asks for the index's whole fingerprint
     for i, (density, fanout, speed) in enumerate(passes):
-        if i == 1 and density is None and not shared:
+        if i == 1 and density is None and not whole:
             continue
         if density not in peaks_at:
             peaks_at[density] = find_peaks(spec, params=params, peaks_per_second=density)
@@ -277,9 +278,16 @@ def match_samples(
             and best.score >= 2 * mp.min_score
             and best.confidence >= mp.early_exit_confidence
         )
-        if conclusive and i == 0 and quick < params.fanout and len(cands) > 1:
-            shared = cands[1].score >= mp.ambiguity_ratio * cands[0].score
-            conclusive = not shared
+        if i == 0 and quick < params.fanout and best is not None:
+            if conclusive and len(cands) > 1:
+                # Another episode close to the best: shared audio (an intro) or a close
+                # call; the whole fingerprint names every episode the audio is in.
+                whole = cands[1].score >= mp.ambiguity_ratio * best.score
+                conclusive = not whole
+            elif not conclusive:
+                # Some evidence, not enough: twice the hashes usually settle it, for a
+                # fraction of the dense passes' cost.
+                whole = best.score >= mp.min_score
         if conclusive and speed == 1.0:
             break
     # Every candidate pays for all the passes tried (more chances to meet chance).

@@ -117,3 +117,22 @@ def test_shared_audio_goes_on_to_the_index_fingerprint_and_names_every_episode(s
 def test_a_fanout_or_hit_budget_below_one_is_a_parameter_error(field: str) -> None:
     with pytest.raises(ParameterError, match=field):
         MatchParams(**{field: 0})
+
+
+def test_clips_short_of_evidence_are_settled_by_the_index_fingerprint_before_the_dense_pass(
+    show,
+) -> None:
+    index, audio = show
+    rate = DEFAULT_PARAMS.sample_rate
+    settled = []
+    for start in range(10, 38):  # past the shared theme: one episode's audio
+        clip = audio[1][start * rate : (start + 1) * rate]  # 1 s: little evidence
+        quick = _hashes(clip, peaks_per_second=None, fanout=DEFAULT_MATCH_PARAMS.quick_fanout)
+        whole = _hashes(clip, peaks_per_second=None, fanout=DEFAULT_PARAMS.fanout)
+        result = match_samples(clip, index)
+        if result.query_hashes == whole > quick:  # the quick pass, then the whole fingerprint
+            assert not result.ambiguous
+            assert result.matches[0].episode_id == "show-s01e02"
+            assert result.matches[0].offset_s == pytest.approx(start, abs=0.05)
+            settled.append(start)
+    assert settled
