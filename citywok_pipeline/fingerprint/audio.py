@@ -31,7 +31,6 @@ import urllib.request
 from dataclasses import dataclass
 from numbers import Integral, Real
 from subprocess import CompletedProcess
-from typing import Any
 
 import numpy as np
 
@@ -248,9 +247,10 @@ def decode_bytes(
     """Decode a whole media file's bytes (an upload) to mono float32 PCM.
 
     In this process with PyAV by default: the output equals `decode`'s for the same file
-    (same libav decoders, the downmix as an average, the same resampler), without the cost
-    of starting ffmpeg, which dominates for clips of a few seconds. The bytes are read from
-    memory with seeking, so an MP4 whose index follows the audio decodes too.
+    (same libav demuxers, decoders, downmix as an average and resampler), without the cost
+    of starting ffmpeg, which dominates for clips of a few seconds. The bytes are written to
+    a file in memory (``/dev/shm``) that libav reads with seeking, so an MP4 whose index
+    follows the audio decodes too.
 
     Parameters
     ----------
@@ -292,11 +292,11 @@ def decode_bytes(
     limit = None if max_seconds is None else round(max_seconds * sample_rate)
     if in_process:
         try:
-            samples = _pyav_decode(bytes(data), int(sample_rate), limit, name)
+            samples = _pyav_decode(data, int(sample_rate), limit)
         except Exception as exc:  # any libav failure: ffmpeg says precisely why
             logger.debug("%s: PyAV could not decode it (%s); trying ffmpeg", name, exc)
             samples = None
-        if samples is not None and samples.size:
+        if samples is not None and samples.size:  # nothing decoded: ffmpeg says why
             return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
     with tempfile.NamedTemporaryFile(suffix=_safe_suffix(suffix)) as tmp:
         tmp.write(data)
@@ -310,114 +310,49 @@ def _safe_suffix(suffix: str) -> str:
     return suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,12}", suffix or "") else ""
 
 
-# Samples (per channel) per frame pushed through the resampler in _pyav_decode.
+# Samples (per channel) per frame given to the resampler in _pyav_decode: pieces its buffers
+# keep in cache (a whole 5 s clip at once takes it 2-3 times as long; the decoder's own
+# frames, ~1,000 samples, cost a pass through the graph each).
 _RESAMPLE_CHUNK = 16384
 
-# libav's sample formats (planar ones end in "p") as numpy types, in the machine's byte order.
-_SAMPLE_TYPES: dict[str, np.dtype[Any]] = {
-    name: np.dtype(t)
-    for name, t in (
-        ("u8", "u1"),
-        ("s16", "i2"),
-        ("s32", "i4"),
-        ("s64", "i8"),
-        ("flt", "f4"),
-        ("dbl", "f8"),
-    )
-}
+# Where an upload is written for libav to read: memory, where there is a tmpfs.
+_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
-def _pyav_decode(data: bytes, sample_rate: int, limit: int | None, name: str) -> np.ndarray | None:
-    """Decode with PyAV, then convert through the filter chain the ffmpeg command uses, in
-    one piece (per-frame filtering costs more than the resampling itself); None when there
-    is no audio stream. Raises on what libav cannot read (the caller falls back to ffmpeg)."""
-    import io
-    from fractions import Fraction
-
+def _pyav_decode(data: bytes, sample_rate: int, limit: int | None) -> np.ndarray:
+    """Decode with libav in this process: one filter graph reads the file (``amovie``: the
+    demuxer and decoder ``decode``'s ffmpeg command uses), then converts it through the
+    filters that command uses, all inside libav. Raises on what libav cannot read, or when
+    there is no audio stream (the caller asks the ffmpeg command, which says why)."""
     import av  # PyAV: libav in-process; a dependency of faster-whisper too
 
-    with av.open(io.BytesIO(data), mode="r") as container:
-        if not container.streams.audio:
-            return None
-        stream = container.streams.best("audio")
-        # The samples of each plane (one per channel, or one of interleaved channels), as
-        # views of the decoded frames' buffers: a frame's to_ndarray costs more than its
-        # decoding. They are copied once, below.
-        planes: list[list[np.ndarray]] = []
-        kind: tuple[str, str, int] | None = None
-        dtype, values_per_sample = _SAMPLE_TYPES["flt"], 1
-        decoded = errors = 0
-        for packet in container.demux(stream):
+    with tempfile.NamedTemporaryFile(dir=_SCRATCH, prefix="citywok-upload-") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        graph = av.filter.Graph()
+        chain = [
+            graph.add("amovie", filename=tmp.name),
+            graph.add("asetnsamples", f"n={_RESAMPLE_CHUNK}:p=0"),
+            # As `decode`: the downmix matrix normalised so that mono is an average.
+            graph.add("aresample", f"{sample_rate}:rematrix_maxval=1.0"),
+            graph.add(
+                "aformat", f"sample_fmts=flt:channel_layouts=mono:sample_rates={sample_rate}"
+            ),
+            graph.add("abuffersink"),
+        ]
+        for a, b in itertools.pairwise(chain):
+            a.link_to(b)
+        graph.configure()
+        out: list[np.ndarray] = []
+        got = 0
+        # Pulling decodes as it goes: past the limit, the rest of the file is never read.
+        while limit is None or got < limit:
             try:
-                frames = packet.decode()
-            except av.InvalidDataError:
-                # As ffmpeg does: a damaged packet is skipped, the rest still decodes.
-                errors += 1
-                continue
-            for frame in frames:
-                if not isinstance(frame, av.AudioFrame):  # demuxed from the audio stream
-                    continue
-                this = (frame.format.name, frame.layout.name, frame.sample_rate)
-                if kind is None:
-                    kind = this
-                    dtype = _SAMPLE_TYPES[frame.format.name.removesuffix("p")]
-                    n_planes = len(frame.planes)
-                    values_per_sample = 1 if frame.format.is_planar else len(frame.layout.channels)
-                    planes = [[] for _ in range(n_planes)]
-                elif this != kind:
-                    raise ValueError(f"the audio changes format mid-stream ({kind} to {this})")
-                n = frame.samples * values_per_sample
-                for kept, plane in zip(planes, frame.planes, strict=True):
-                    kept.append(np.frombuffer(memoryview(plane), dtype, n))
-                decoded += frame.samples
-            # A little past the limit: the resampler holds back a few samples.
-            if limit is not None and kind and decoded >= (limit / sample_rate + 0.1) * kind[2]:
-                break
-    if kind is None:
-        return np.zeros(0, dtype=np.float32)
-    if errors:
-        logger.warning(
-            "%s: decoded with %d damaged packet(s) skipped, the audio may be incomplete",
-            name,
-            errors,
-        )
-    fmt, layout, rate = kind
-    audio = [np.concatenate(kept) for kept in planes]
-    graph = av.filter.Graph()
-    chain = [
-        graph.add_abuffer(format=fmt, layout=layout, sample_rate=rate, time_base=Fraction(1, rate)),
-        # As `decode`: the downmix matrix normalised so that mono is an average.
-        graph.add("aresample", f"{sample_rate}:rematrix_maxval=1.0"),
-        graph.add("aformat", f"sample_fmts=flt:channel_layouts=mono:sample_rates={sample_rate}"),
-        graph.add("abuffersink"),
-    ]
-    for a, b in itertools.pairwise(chain):
-        a.link_to(b)
-    graph.configure()
-    out: list[np.ndarray] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                out.append(graph.pull().to_ndarray().reshape(-1))
+                frame = graph.pull()
             except (av.BlockingIOError, av.EOFError):
-                return
-
-    # In pieces the resampler's buffers keep in cache: one frame of a whole 5 s clip takes
-    # it 2-3 times as long, and each frame through the graph costs ~10 us (the decoder's own
-    # frames are ~1,000 samples). The output is the same either way.
-    width = values_per_sample  # values per sample in a plane
-    total = audio[0].size // width
-    for start in range(0, total, _RESAMPLE_CHUNK):
-        stop = min(start + _RESAMPLE_CHUNK, total)
-        # Planar: (channels, samples); interleaved: (1, samples * channels), as PyAV takes them.
-        values = np.stack([plane[start * width : stop * width] for plane in audio])
-        piece = av.AudioFrame.from_ndarray(values, format=fmt, layout=layout)
-        piece.sample_rate, piece.pts, piece.time_base = rate, start, Fraction(1, rate)
-        graph.push(piece)
-        drain()
-    graph.push(None)
-    drain()
+                break
+            out.append(frame.to_ndarray().reshape(-1))
+            got += out[-1].size
     samples = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
     return samples if limit is None else samples[:limit]
 

@@ -87,7 +87,7 @@ class Snapshot:
 
     def stacked(self) -> StackedPostings:
         """Every shard's postings for one-pass lookups, built on first use (about 2 ms and
-        1 MiB per shard in the bitmap layout, a season of more than a few hours). A server
+        1 MiB per shard; a small shard's key bitmap and offsets are made for it). A server
         calls it before it swaps a version in, so that no request waits for it."""
         if self._stacked is None:
             with self._stack_lock:

@@ -437,7 +437,7 @@ def test_uploaded_bytes_decode_like_the_file(
 
 
 def test_uploaded_mp4_with_late_index_decodes_in_process(late_index_mp4: Path) -> None:
-    # What a pipe cannot do (see above): the bytes are read from memory with seeking.
+    # What a pipe cannot do (see above): libav reads the bytes from a file, with seeking.
     samples = decode_bytes(late_index_mp4.read_bytes(), label="clip.mp4")
     assert samples.size == pytest.approx(10 * RATE, rel=0.01)
     assert abs(dominant_hz(samples) - TONE_HZ) < 3
@@ -471,7 +471,8 @@ def test_a_bad_upload_gets_the_reason_the_ffmpeg_command_gives(tmp_path: Path) -
         decode_bytes(b"", label="empty.mp3")
 
 
-def test_damaged_upload_is_decoded_around_in_process(tones: dict[str, Path]) -> None:
+def test_a_damaged_upload_is_decoded_around(tones: dict[str, Path]) -> None:
+    # libav in this process stops at the damage; the ffmpeg command skips it and goes on.
     data = bytearray(tones["flac"].read_bytes())
     data[len(data) // 2 : len(data) // 2 + 256] = bytes(range(256))
     clean = decode(tones["flac"])
