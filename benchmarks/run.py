@@ -287,7 +287,7 @@ def write_results(res: dict) -> None:
             f"| real corpus snapshot size | {res['corpus']['bytes_per_hour'] / 1e6:.2f} MB per hour | |",
             f"| memory the queries add | **{lg['rss_mib_after_queries']['RssAnon'] - lg['rss_mib_before_queries']['RssAnon']:.0f} MiB** "
             f"anonymous, {lg.get('stacked_bitmaps_mib', 0):.0f} MiB of it the key bitmaps of the shards "
-            "stacked at the first query (1 MiB per shard in the bitmap layout) "
+            "stacked at the first query (1 MiB per shard) "
             f"(the process held {lg['rss_mib_before_queries']['RssAnon']:.0f} MiB before them, "
             f"mostly the benchmark's own decoded audio; after them {lg['rss_mib_after_queries']['RssFile']:.0f} MiB "
             "of mapped shard and library pages, which the kernel can drop) | <= 300 MB besides the map |",

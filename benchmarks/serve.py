@@ -393,6 +393,7 @@ def main() -> None:
         result = {
             "date": time.strftime("%Y-%m-%d"),
             "machine": machine(),
+            "cores": os.cpu_count(),
             "snapshot_hours": hours,
             "shards": len(shard_paths(snap)),
             "publish_and_pull_s": round(publish_pull_s, 2),
@@ -423,6 +424,24 @@ def main() -> None:
     RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
     replace_section(SECTION_START, SECTION_END, results_section())
     print(json.dumps(result, indent=2))
+
+
+def _bound_note(r: dict, c: dict, ip: dict) -> list[str]:
+    """What the p50 at ``c['clients']`` clients can be on these cores, and this run's speed."""
+    cores = r.get("cores")
+    if not cores:
+        return []
+    cpu = c["server_cpu_ms_per_request"] + c["client_cpu_ms_per_request"]
+    return [
+        "",
+        f"With the {cores} cores saturated, {c['clients']} clients posting back to back wait "
+        f"about clients x CPU per request / cores = {c['clients']} x {cpu:.1f} / {cores} = "
+        f"{c['clients'] * cpu / cores:.0f} ms each (Little's law); a p50 of 50 ms needs "
+        f"{50 * cores / c['clients']:.1f} ms of CPU per request here. This VM's speed drifts "
+        "by up to a quarter within an hour: the ffmpeg command's CPU per clip above (the same "
+        f"work in every run: {ip['ffmpeg']['cpu_ms']} ms here, 85-107 ms in the runs made while "
+        "tuning the server) shows where a run fell.",
+    ]
 
 
 def results_section() -> list[str]:
@@ -486,6 +505,7 @@ def results_section() -> list[str]:
             f"{c['server_cpu_ms_per_request']} + {c['client_cpu_ms_per_request']} ms |"
             for c in (d["one_client"], *d.get("sweep", []), d["concurrent"])
         ),
+        *_bound_note(r, d["concurrent"], ip),
         "",
         f"New version picked up under load (poll 0.2 s): **{swap['version_pickup_s']} s**, "
         f"{swap['failed']} failed of {swap['requests']} requests during the swap "
