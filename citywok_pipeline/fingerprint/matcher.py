@@ -73,8 +73,9 @@ class MatchParams:
 
     # The quick pass: targets per anchor (at the index's peak density; the index pairs each
     # anchor with params.fanout, 4), and hits scored per hash (see hits_per_hash). Chosen on
-    # the 1,000-hour benchmark snapshot: the same answers as the index's own fingerprint,
-    # in 60% of the time (benchmarks/RESULTS.md, serving).
+    # the 1,000-hour benchmark snapshot: the same answers as a first pass of the index's own
+    # fingerprint on clean, degraded and intro clips, a clean 5 s clip in about 60% of the
+    # time. benchmarks/RESULTS.md is measured with these defaults.
     quick_fanout: int = 2
     quick_hits_per_hash: int = 50
     peaks_per_second: float = 30.0

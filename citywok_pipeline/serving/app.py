@@ -209,7 +209,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             # On the event loop itself, as a sync worker would: a match is 10-20 ms of CPU,
             # and handing it to a thread costs more (the loop and the thread take turns at
             # the GIL), while a worker busy matching leaves new connections to idle workers
-            # instead of accepting them into its own queue. Measured in benchmarks/RESULTS.md.
+            # instead of accepting them into its own queue. Measured with 8 clients on 2 cores:
+            # 15.6 -> 14.7 ms of CPU per request, 114 -> 129 requests/s.
             return match_upload(data, name)
 
     def search_segments(q: str, limit: int, keywords: list[str]) -> list[dict[str, Any]]:

@@ -45,8 +45,8 @@ def test_cell_windows_of_a_dense_run(start, length, tolerance):
     np.testing.assert_array_equal(hi, np.minimum(i + tolerance + 1, length))
 
 
-# The passes: a quick one settles a clip of one episode; shared audio takes the index's
-# whole fingerprint.
+# The passes: a quick one settles a clip of one episode; shared audio, and a clip a little
+# short of evidence, take the index's whole fingerprint.
 
 INTRO_S, DURATION_S = 8.0, 40.0
 
