@@ -17,6 +17,7 @@ slow) is a `DecodeError` naming the input and the reason; a bad argument is a
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -28,6 +29,7 @@ import subprocess
 import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
 from subprocess import CompletedProcess
@@ -290,19 +292,34 @@ def decode_bytes(
     if not data:
         raise DecodeError(name, "no data (0 bytes)")
     limit = None if max_seconds is None else round(max_seconds * sample_rate)
-    if in_process:
-        try:
-            samples = _pyav_decode(data, int(sample_rate), limit)
-        except Exception as exc:  # any libav failure: ffmpeg says precisely why
-            logger.debug("%s: PyAV could not decode it (%s); trying ffmpeg", name, exc)
-            samples = None
-        if samples is not None and samples.size:  # nothing decoded: ffmpeg says why
-            return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
-    with tempfile.NamedTemporaryFile(suffix=_safe_suffix(suffix)) as tmp:
-        tmp.write(data)
-        tmp.flush()
-        out = decode(tmp.name, sample_rate=sample_rate, label=name)
+    with _upload_file(data, _safe_suffix(suffix)) as path:
+        if in_process:
+            try:
+                samples = _pyav_decode(path, int(sample_rate), limit)
+            except Exception as exc:  # any libav failure: ffmpeg says precisely why
+                logger.debug("%s: PyAV could not decode it (%s); trying ffmpeg", name, exc)
+                samples = None
+            if samples is not None and samples.size:  # nothing decoded: ffmpeg says why
+                return np.clip(samples, -1.0, 1.0).astype(np.float32, copy=False)
+        out = decode(path, sample_rate=sample_rate, label=name)
     return out if limit is None else out[:limit]
+
+
+@contextlib.contextmanager
+def _upload_file(data: bytes, suffix: str) -> Iterator[str]:
+    """The bytes as a file libav and ffmpeg can seek in: in memory (``/dev/shm``) where
+    there is room, else in the system's temporary folder; deleted afterwards."""
+    for folder in dict.fromkeys([_SCRATCH, None]):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix="citywok-upload-", suffix=suffix) as f:
+            try:
+                f.write(data)
+                f.flush()
+            except OSError:  # /dev/shm full (a container's is small): the next folder
+                if folder is None:
+                    raise
+                continue
+            yield f.name
+            return
 
 
 def _safe_suffix(suffix: str) -> str:
@@ -319,40 +336,35 @@ _RESAMPLE_CHUNK = 16384
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
-def _pyav_decode(data: bytes, sample_rate: int, limit: int | None) -> np.ndarray:
+def _pyav_decode(path: str, sample_rate: int, limit: int | None) -> np.ndarray:
     """Decode with libav in this process: one filter graph reads the file (``amovie``: the
     demuxer and decoder ``decode``'s ffmpeg command uses), then converts it through the
     filters that command uses, all inside libav. Raises on what libav cannot read, or when
     there is no audio stream (the caller asks the ffmpeg command, which says why)."""
     import av  # PyAV: libav in-process; a dependency of faster-whisper too
 
-    with tempfile.NamedTemporaryFile(dir=_SCRATCH, prefix="citywok-upload-") as tmp:
-        tmp.write(data)
-        tmp.flush()
-        graph = av.filter.Graph()
-        chain = [
-            graph.add("amovie", filename=tmp.name),
-            graph.add("asetnsamples", f"n={_RESAMPLE_CHUNK}:p=0"),
-            # As `decode`: the downmix matrix normalised so that mono is an average.
-            graph.add("aresample", f"{sample_rate}:rematrix_maxval=1.0"),
-            graph.add(
-                "aformat", f"sample_fmts=flt:channel_layouts=mono:sample_rates={sample_rate}"
-            ),
-            graph.add("abuffersink"),
-        ]
-        for a, b in itertools.pairwise(chain):
-            a.link_to(b)
-        graph.configure()
-        out: list[np.ndarray] = []
-        got = 0
-        # Pulling decodes as it goes: past the limit, the rest of the file is never read.
-        while limit is None or got < limit:
-            try:
-                frame = graph.pull()
-            except (av.BlockingIOError, av.EOFError):
-                break
-            out.append(frame.to_ndarray().reshape(-1))
-            got += out[-1].size
+    graph = av.filter.Graph()
+    chain = [
+        graph.add("amovie", filename=path),
+        graph.add("asetnsamples", f"n={_RESAMPLE_CHUNK}:p=0"),
+        # As `decode`: the downmix matrix normalised so that mono is an average.
+        graph.add("aresample", f"{sample_rate}:rematrix_maxval=1.0"),
+        graph.add("aformat", f"sample_fmts=flt:channel_layouts=mono:sample_rates={sample_rate}"),
+        graph.add("abuffersink"),
+    ]
+    for a, b in itertools.pairwise(chain):
+        a.link_to(b)
+    graph.configure()
+    out: list[np.ndarray] = []
+    got = 0
+    # Pulling decodes as it goes: past the limit, the rest of the file is never read.
+    while limit is None or got < limit:
+        try:
+            frame = graph.pull()
+        except (av.BlockingIOError, av.EOFError):
+            break
+        out.append(frame.to_ndarray().reshape(-1))
+        got += out[-1].size
     samples = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
     return samples if limit is None else samples[:limit]
 
