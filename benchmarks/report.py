@@ -23,10 +23,27 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
-def replace_section(start: str, end: str, lines: list[str]) -> None:
+def replace_section(
+    start: str, end: str, lines: list[str], *, legacy_heading: str | None = None
+) -> None:
     """Put ``lines`` (which begin with ``start`` and end with ``end``) in RESULTS.md in place
-    of the section between those markers, or at the end when there is none."""
+    of the section between those markers, or at the end when there is none.
+
+    ``legacy_heading``: a section written before it had markers, replaced in place: from the
+    line that begins with it to the next heading of its level or marker."""
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Benchmark results\n"
     if start in text and end in text:
-        text = text[: text.index(start)] + text[text.index(end) + len(end) :]
+        i = text.index(start)
+        text = text[:i] + "\n".join(lines) + text[text.index(end) + len(end) :]
+        RESULTS_MD.write_text(text)
+        return
+    if legacy_heading:
+        at = text.find("\n" + legacy_heading)
+        if at >= 0:
+            rest = text[at + 1 :]
+            ends = [rest.find(m, 1) for m in ("\n## ", "\n<!--")]
+            stop = min((e for e in ends if e > 0), default=len(rest))
+            text = text[: at + 1] + "\n".join(lines) + "\n" + rest[stop:]
+            RESULTS_MD.write_text(text)
+            return
     RESULTS_MD.write_text(text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n")

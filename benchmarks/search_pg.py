@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,17 @@ def simulate_vectors(
     to its cluster centre ranges from about 0.55 to 0.85 (nearest neighbours of real sentence
     embeddings sit around 0.6-0.8; unrelated sentences around 0.1).
     """
+    out = np.empty((n, dim), np.float32)
+    for lo, block in iter_simulated_vectors(n, dim, seed=seed, clusters=clusters):
+        out[lo : lo + len(block)] = block
+    return out
+
+
+def iter_simulated_vectors(
+    n: int, dim: int = 384, *, seed: int = 0, clusters: int | None = None, block: int = 100_000
+) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`simulate_vectors` a block of rows at a time: ``(first row, float32 rows)``, the
+    same rows, for libraries too large to hold in float32."""
     rng = np.random.default_rng(seed)
     k = clusters or max(8, n // 400)
     common = rng.standard_normal(dim).astype(np.float32)
@@ -57,14 +69,12 @@ def simulate_vectors(
     weights = 1.0 / np.arange(1, k + 1) ** 0.8
     members = rng.choice(k, size=n, p=weights / weights.sum())
     spread = rng.uniform(0.6, 1.5, k).astype(np.float32)
-    out = np.empty((n, dim), np.float32)
-    for lo in range(0, n, 100_000):
-        hi = min(n, lo + 100_000)
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
         m = members[lo:hi]
         noise = rng.standard_normal((hi - lo, dim)).astype(np.float32) / np.sqrt(dim)
         x = centres[m] + spread[m, None] * noise
-        out[lo:hi] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out
+        yield lo, (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def simulate_texts(n: int, *, seed: int = 0, vocabulary: int = 5000) -> list[str]:
@@ -140,6 +150,8 @@ def run(
     seed: int = 0,
     data_dir: Path = DATA / "pg",
     reuse: bool = False,
+    m: int = 16,
+    ef_construction: int = 64,
 ) -> dict:
     """Load, index and query ``n`` simulated segments; the figures as a dict.
 
@@ -217,9 +229,12 @@ def run(
         conn.execute("SET max_parallel_maintenance_workers = 1")
         t0 = time.perf_counter()
         conn.execute(
-            "CREATE INDEX transcript_segments_embedding_hnsw ON transcript_segments "
-            "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+            sql.SQL(
+                "CREATE INDEX transcript_segments_embedding_hnsw ON transcript_segments "
+                "USING hnsw (embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})"
+            ).format(m=sql.Literal(int(m)), ef=sql.Literal(int(ef_construction)))
         )
+        result["hnsw_m"], result["hnsw_ef_construction"] = m, ef_construction
         result["hnsw_build_s"] = round(time.perf_counter() - t0, 1)
         log(f"HNSW built in {result['hnsw_build_s']} s")
         t0 = time.perf_counter()
@@ -343,13 +358,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[40, 100, 200, 400])
+    parser.add_argument("--m", type=int, default=16, help="HNSW m (neighbours per node)")
+    parser.add_argument("--ef-construction", type=int, default=64, help="HNSW ef_construction")
     parser.add_argument("--reuse", action="store_true", help="keep an already loaded database")
     args = parser.parse_args(argv)
     result = run(
-        args.n, args.dim, queries=args.queries, ef_search=tuple(args.ef_search), reuse=args.reuse
+        args.n,
+        args.dim,
+        queries=args.queries,
+        ef_search=tuple(args.ef_search),
+        reuse=args.reuse,
+        m=args.m,
+        ef_construction=args.ef_construction,
     )
     DATA.mkdir(parents=True, exist_ok=True)
-    out = DATA / f"search_pg-{args.n}.json"
+    out = DATA / f"search_pg-{args.n}-m{args.m}-efc{args.ef_construction}.json"
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     log(f"written to {out}")

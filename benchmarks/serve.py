@@ -41,13 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
+from citywok_pipeline.blobstore import LocalBlobStore
 from citywok_pipeline.fingerprint.audio import decode, decode_bytes
 from citywok_pipeline.fingerprint.index import lookup_part_by_part
 from citywok_pipeline.fingerprint.matcher import DEFAULT_MATCH_PARAMS, fingerprint, match_samples
-from citywok_pipeline.publishing import LocalBucket, publish_snapshot, pull_version
+from citywok_pipeline.publishing import publish_snapshot, pull_version
 from citywok_pipeline.serving import default_workers
 from citywok_pipeline.snapshot import Snapshot, shard_paths, write_shard
 
+from .middleware import bench_middleware
 from .report import machine, replace_section
 
 HERE = Path(__file__).parent
@@ -275,12 +277,13 @@ def tree_cpu_s(pid: int) -> float:
 # Servers
 
 
-def start_server(served: Path, port: int, args: list[str], clip: tuple) -> tuple:
+def start_server(served: Path, port: int, args: list[str], clip: tuple,
+                 env: dict[str, str] | None = None) -> tuple:  # fmt: skip
     """Spawn `citywok serve`; returns (process, seconds to the first successful match)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [str(CITYWOK), "serve", str(served), "--port", str(port), *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env,
     )  # fmt: skip
     body, _ = _bodies([clip])[0]
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
@@ -308,9 +311,10 @@ def stop_server(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
 
 
 def bench_server(served: Path, port: int, args: list[str], clips: list, clients: int,
-                 seconds: float, sweep: tuple[int, ...] = ()) -> dict:  # fmt: skip
+                 seconds: float, sweep: tuple[int, ...] = (),
+                 env: dict[str, str] | None = None) -> dict:  # fmt: skip
     """One server under 1 client, ``clients`` clients, and the ``sweep`` counts between."""
-    proc, first_answer_s = start_server(served, port, args, clips[0])
+    proc, first_answer_s = start_server(served, port, args, clips[0], env)
     try:
         run_load(port, clips, 2, 2.0, proc.pid)  # warm: every worker, every clip's pages
         one = run_load(port, clips, 1, seconds / 2, proc.pid)
@@ -323,7 +327,7 @@ def bench_server(served: Path, port: int, args: list[str], clips: list, clients:
             "one_client": one, "sweep": between, "concurrent": many}  # fmt: skip
 
 
-def bench_swap(served: Path, bucket: LocalBucket, port: int, clips: list, clients: int) -> dict:
+def bench_swap(served: Path, bucket: LocalBlobStore, port: int, clips: list, clients: int) -> dict:
     """A new version published and pulled under load: pickup time and failed requests."""
     proc, _ = start_server(served, port, ["--poll", "0.2"], clips[0])
     try:
@@ -361,6 +365,18 @@ def bench_swap(served: Path, bucket: LocalBucket, port: int, clips: list, client
     }
 
 
+def previous_code_env(src: Path, work: Path) -> dict[str, str]:
+    """An environment in which `citywok` runs the package of another checkout ``src`` (the
+    code before a change) instead of this editable install: ``src`` first on the path, and a
+    sitecustomize that takes the editable install's finder out."""
+    shim = work / "previous-shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(
+        "import sys\nsys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]\n"
+    )
+    return {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{shim}"}
+
+
 def _healthz(port: int) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -376,12 +392,17 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument(
+        "--previous", type=Path, default=None, metavar="CHECKOUT",
+        help="also serve with the package of this checkout (e.g. a `git worktree` of the "
+        "commit before a change), the default configuration, under the same load",
+    )  # fmt: skip
     args = ap.parse_args()
 
     snap = snapshot_dir(args.hours)
     work = Path(tempfile.mkdtemp(prefix="citywok-serve-bench-"))
     try:
-        bucket = LocalBucket(work / "bucket")
+        bucket = LocalBlobStore(work / "bucket")
         t0 = time.perf_counter()
         publish_snapshot(snap, bucket)
         pull_version(bucket, work / "served")
@@ -398,6 +419,7 @@ def main() -> None:
             "shards": len(shard_paths(snap)),
             "publish_and_pull_s": round(publish_pull_s, 2),
             "in_process": bench_in_process(served / "current", clips),
+            "middleware": bench_middleware(served / "current", clips[0][1]),
             "servers": {
                 "default": bench_server(
                     served,
@@ -419,6 +441,12 @@ def main() -> None:
             },
             "swap": bench_swap(served, bucket, args.port, clips, args.clients),
         }
+        if args.previous:
+            result["servers"]["previous"] = bench_server(
+                served, args.port, [], clips, args.clients, args.seconds,
+                env=previous_code_env(args.previous.resolve(), work),
+            )  # fmt: skip
+            result["servers"]["previous"]["source"] = str(args.previous)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     RESULTS_JSON.write_text(json.dumps(result, indent=2) + "\n")
@@ -442,6 +470,32 @@ def _bound_note(r: dict, c: dict, ip: dict) -> list[str]:
         f"work in every run: {ip['ffmpeg']['cpu_ms']} ms here, 85-107 ms in the runs made while "
         "tuning the server) shows where a run fell.",
     ]
+
+
+def _middleware_lines(m: dict | None) -> list[str]:
+    """What the middleware costs per request (benchmarks/middleware.py), when measured."""
+    if not m:
+        return []
+    o, h = m["overhead_us"], m["healthz_us"]
+    lines = [
+        f"What the middleware costs per request, in process (ASGI calls, no sockets; best of "
+        f"{m['rounds']} rounds of {m['requests_per_round']} GET /healthz, {h['bare']} us bare):",
+        "",
+        "| middleware | extra per request |",
+        "| --- | --- |",
+        f"| default (request id, JSON access log, metrics in multiprocess mode, body limits and "
+        f"timeouts, uploads per client) | {o['default']} us |",
+        f"| everything (and an API key, a rate limit, CORS) | {o['everything']} us |",
+        f"| Guard alone / with its rate limit | {o['guard alone']} / {o['guard rate limit']} us |",
+        f"| slowapi's rate limit alone (in memory, per process) | {o['slowapi rate limit']} us |",
+    ]
+    if "match_ms" in m:
+        lines += [
+            "",
+            f"POST /match of a 5 s clip: {m['match_ms']['default']} ms with the default "
+            f"middleware, {m['match_ms']['bare']} ms bare ({m['match_overhead_pct']:+}%).",
+        ]
+    return [*lines, ""]
 
 
 def results_section() -> list[str]:
@@ -492,8 +546,14 @@ def results_section() -> list[str]:
         "request | failed | right |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         row(f"default: {d['workers']} workers, decoding in-process", d),
+        *(
+            [row("previous code, default configuration", srv["previous"])]
+            if "previous" in srv
+            else []
+        ),
         row("baseline: 1 worker, ffmpeg per upload", b),
         "",
+        *_middleware_lines(r.get("middleware")),
         "The default server's latency as clients are added (each posting back to back, so "
         "from about as many clients as cores on, they queue: the p50 approaches clients x CPU "
         "per request / cores):",

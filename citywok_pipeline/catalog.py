@@ -1,8 +1,11 @@
 """The video catalog: which videos exist, which season each belongs to, and what was built.
 
 Dagster has no dynamic-to-dynamic partition mapping, so the video-to-season relation is data,
-kept here. One SQLite file (default ``$CITYWOK_HOME/catalog.sqlite``, WAL mode, one short
-transaction per call, so the sensor and several step processes can share it):
+kept here, behind one interface (:class:`Catalog`, opened by :func:`open_catalog`) with two
+implementations: a SQLite file (the embedded default, ``$CITYWOK_HOME/catalog.sqlite``, WAL
+mode, for the sensor and the step processes of one machine) and a Postgres database
+(``CITYWOK_CATALOG_URL``, for steps on many machines). Every call is one short transaction; a
+``catalog_meta`` row holds the schema version, and older catalogs are migrated on open.
 
 - ``videos``: per video (the ``videos`` partition key): season, show, numbers, source path
   and URI, title, size and mtime when last seen, when it was found and last changed, when it
@@ -22,48 +25,17 @@ import json
 import os
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .artefacts import data_version
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS videos (
-    episode_id TEXT PRIMARY KEY,
-    season TEXT NOT NULL,
-    show TEXT NOT NULL,
-    season_number INTEGER,
-    episode_number INTEGER,
-    source TEXT NOT NULL,
-    source_uri TEXT NOT NULL,
-    title TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    found_at TEXT NOT NULL,
-    changed_at TEXT NOT NULL,
-    removed_at TEXT,
-    sha256 TEXT,
-    duration_s REAL,
-    audio_version TEXT,
-    fingerprints_version TEXT,
-    fingerprinted_at TEXT,
-    embeddings_version TEXT
-);
-CREATE INDEX IF NOT EXISTS videos_by_season ON videos (season);
-CREATE TABLE IF NOT EXISTS seasons (
-    season TEXT PRIMARY KEY,
-    built_at TEXT NOT NULL,
-    inputs TEXT NOT NULL,
-    shard_version TEXT
-);
-CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-# Columns added since the first schema: (table, column, type), added to older catalogs on open.
-_ADDED_COLUMNS = (("videos", "embeddings_version", "TEXT"),)
+# 2: videos.embeddings_version (added to version-1 catalogs on open).
+SCHEMA_VERSION = 2
 
 
 def utc_now() -> str:
@@ -297,7 +269,10 @@ def season_inputs(videos: Iterable[VideoRecord]) -> dict[str, dict[str, str]]:
 
 
 def plan_seasons(
-    videos: Iterable[VideoRecord], builds: Mapping[str, SeasonBuild]
+    videos: Iterable[VideoRecord],
+    builds: Mapping[str, SeasonBuild],
+    *,
+    in_progress: Set[str] = frozenset(),
 ) -> list[SeasonRequest]:
     """Seasons whose shard is out of date: a video was (re)fingerprinted or (re)embedded,
     added or removed.
@@ -308,10 +283,14 @@ def plan_seasons(
     fingerprints (not processed yet, or failed) does not trigger a build, so a corrupt file
     leaves its season's shard as it was. The run key names the shard generation and the
     wanted inputs: a pending request is not repeated, a later change gets a new one.
+
+    A season in ``in_progress`` (a build queued or running) gets no request: builds of one
+    season never pile up. Once that build ends its record moves on, and a season whose inputs
+    still differ is requested again under a new run key.
     """
     wanted = season_inputs(videos)
     requests: list[SeasonRequest] = []
-    for season in sorted(set(wanted) | set(builds)):
+    for season in sorted((set(wanted) | set(builds)) - set(in_progress)):
         cur = wanted.get(season, {})
         built = builds.get(season)
         if (built is None and not cur) or (built is not None and built.inputs == cur):
@@ -323,44 +302,99 @@ def plan_seasons(
 
 
 # ----------------------------------------------------------------------------------------------
-# Storage
+# Storage: one interface, SQLite (the embedded default) and Postgres (production)
 
 
 _VIDEO_COLUMNS = tuple(VideoRecord.__dataclass_fields__)
+# What a scan knows about a file; the rest is what the pipeline recorded.
+_FACTS = ("season", "show", "season_number", "episode_number", "source", "source_uri", "title",
+          "size", "mtime_ns", "changed_at", "removed_at")  # fmt: skip
+_RECORDED = tuple(c for c in _VIDEO_COLUMNS if c not in (*_FACTS, "episode_id", "found_at"))
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS videos (
+    episode_id TEXT PRIMARY KEY,
+    season TEXT NOT NULL,
+    show TEXT NOT NULL,
+    season_number INTEGER,
+    episode_number INTEGER,
+    source TEXT NOT NULL,
+    source_uri TEXT NOT NULL,
+    title TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    found_at TEXT NOT NULL,
+    changed_at TEXT NOT NULL,
+    removed_at TEXT,
+    sha256 TEXT,
+    duration_s {real},
+    audio_version TEXT,
+    fingerprints_version TEXT,
+    fingerprinted_at TEXT,
+    embeddings_version TEXT
+);
+CREATE INDEX IF NOT EXISTS videos_by_season ON videos (season);
+CREATE TABLE IF NOT EXISTS seasons (
+    season TEXT PRIMARY KEY,
+    built_at TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    shard_version TEXT
+);
+CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# A scanned file's row: inserted, or its facts updated. A row that is present keeps what the
+# pipeline recorded and when it was found (its run key): of two writers racing on one new
+# video, the first insert wins and the second only repeats its facts. A row that was removed
+# comes back as the writer has it (found again: processed again).
+_UPSERT_VIDEO = (
+    f"INSERT INTO videos ({', '.join(_VIDEO_COLUMNS)}) VALUES ({', '.join('?' for _ in _VIDEO_COLUMNS)}) "
+    "ON CONFLICT (episode_id) DO UPDATE SET "
+    + ", ".join(
+        [f"{c} = excluded.{c}" for c in _FACTS]
+        + [
+            f"{c} = CASE WHEN videos.removed_at IS NULL THEN videos.{c} ELSE excluded.{c} END"
+            for c in ("found_at", *_RECORDED)
+        ]
+    )
+)
 
 
-class Catalog:
-    """The catalog file; every method is one short transaction."""
+class CatalogError(Exception):
+    """The catalog cannot be used; the message names it (a database URL without its password)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._ready = False
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        if not self._ready:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=60.0)
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout = 60000")
-            if not self._ready:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(_SCHEMA)
-                for table, column, kind in _ADDED_COLUMNS:
-                    have = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
-                    if column not in have:
-                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-                conn.execute(
-                    "INSERT OR IGNORE INTO catalog_meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-                conn.commit()
-                self._ready = True
-            with conn:
-                yield conn
-        finally:
-            conn.close()
+class CatalogUnavailableError(CatalogError):
+    """The catalog database cannot be reached; nothing was written."""
+
+
+class Catalog(ABC):
+    """The catalog: every method is one short transaction, all or nothing.
+
+    Open one with :func:`open_catalog`: :class:`SqliteCatalog` (a file, the embedded default)
+    or :class:`PostgresCatalog` (a database, for steps on many machines).
+    """
+
+    #: Where the catalog is, for messages (never a password).
+    name: str
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Any]:
+        """A connection in a transaction, committed when the block ends, rolled back on error."""
+
+    @abstractmethod
+    def _execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run ``sql`` (``?`` placeholders); the rows it returns as dicts."""
+
+    @abstractmethod
+    def _execute_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def schema_version(self) -> int:
+        with self._transaction() as conn:
+            rows = self._execute(
+                conn, "SELECT value FROM catalog_meta WHERE key = 'schema_version'"
+            )
+        return int(rows[0]["value"])
 
     # videos
 
@@ -368,29 +402,29 @@ class Catalog:
         self, *, season: str | None = None, include_removed: bool = False
     ) -> list[VideoRecord]:
         """Videos in season and episode order (one season's, if given; removed ones if asked)."""
-        sql = "SELECT * FROM videos WHERE (? IS NULL OR season = ?) AND (? OR removed_at IS NULL)"
+        where = [c for c, on in (("season = ?", season is not None),
+                                 ("removed_at IS NULL", not include_removed)) if on]  # fmt: skip
+        sql = "SELECT * FROM videos" + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY season, episode_number, episode_id"
-        with self._connect() as conn:
-            rows = conn.execute(sql, (season, season, include_removed)).fetchall()
-        return [VideoRecord(**dict(r)) for r in rows]
+        with self._transaction() as conn:
+            rows = self._execute(conn, sql, [season] if season is not None else [])
+        return [VideoRecord(**r) for r in rows]
 
     def video(self, episode_id: str) -> VideoRecord | None:
-        with self._connect() as conn:
-            row = conn.execute(
-                "SELECT * FROM videos WHERE episode_id = ?", (episode_id,)
-            ).fetchone()
-        return VideoRecord(**dict(row)) if row else None
+        with self._transaction() as conn:
+            rows = self._execute(conn, "SELECT * FROM videos WHERE episode_id = ?", [episode_id])
+        return VideoRecord(**rows[0]) if rows else None
 
     def apply_scan(self, plan: ScanPlan, *, now: str) -> None:
         """Write a scan plan: insert or update its records, mark its removed videos."""
-        cols = ", ".join(_VIDEO_COLUMNS)
-        marks = ", ".join("?" for _ in _VIDEO_COLUMNS)
-        with self._connect() as conn:
-            conn.executemany(
-                f"INSERT OR REPLACE INTO videos ({cols}) VALUES ({marks})",
+        with self._transaction() as conn:
+            self._execute_many(
+                conn,
+                _UPSERT_VIDEO,
                 [tuple(getattr(r, c) for c in _VIDEO_COLUMNS) for r in plan.upserts],
             )
-            conn.executemany(
+            self._execute_many(
+                conn,
                 "UPDATE videos SET removed_at = ? WHERE episode_id = ? AND removed_at IS NULL",
                 [(now, eid) for eid in plan.removed],
             )
@@ -398,32 +432,32 @@ class Catalog:
     def record_audio(
         self, episode_id: str, *, sha256: str, duration_s: float, audio_version: str
     ) -> None:
-        with self._connect() as conn:
-            conn.execute(
-                "UPDATE videos SET sha256 = ?, duration_s = ?, audio_version = ? WHERE episode_id = ?",
-                (sha256, duration_s, audio_version, episode_id),
-            )
+        self._update(
+            "UPDATE videos SET sha256 = ?, duration_s = ?, audio_version = ? WHERE episode_id = ?",
+            (sha256, duration_s, audio_version, episode_id),
+        )
 
     def record_fingerprints(self, episode_id: str, *, version: str, at: str | None = None) -> None:
-        with self._connect() as conn:
-            conn.execute(
-                "UPDATE videos SET fingerprints_version = ?, fingerprinted_at = ? WHERE episode_id = ?",
-                (version, at or utc_now(), episode_id),
-            )
+        self._update(
+            "UPDATE videos SET fingerprints_version = ?, fingerprinted_at = ? WHERE episode_id = ?",
+            (version, at or utc_now(), episode_id),
+        )
 
     def record_embeddings(self, episode_id: str, *, version: str | None) -> None:
         """The data version of the video's segment embeddings (None: it has none)."""
-        with self._connect() as conn:
-            conn.execute(
-                "UPDATE videos SET embeddings_version = ? WHERE episode_id = ?",
-                (version, episode_id),
-            )
+        self._update(
+            "UPDATE videos SET embeddings_version = ? WHERE episode_id = ?", (version, episode_id)
+        )
+
+    def _update(self, sql: str, params: Sequence[Any]) -> None:
+        with self._transaction() as conn:
+            self._execute(conn, sql, params)
 
     # seasons
 
     def season_builds(self) -> dict[str, SeasonBuild]:
-        with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM seasons").fetchall()
+        with self._transaction() as conn:
+            rows = self._execute(conn, "SELECT * FROM seasons")
         return {
             r["season"]: SeasonBuild(
                 r["season"], r["built_at"], json.loads(r["inputs"]), r["shard_version"]
@@ -439,8 +473,206 @@ class Catalog:
         shard_version: str | None,
         at: str | None = None,
     ) -> None:
-        with self._connect() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO seasons (season, built_at, inputs, shard_version) VALUES (?, ?, ?, ?)",
-                (season, at or utc_now(), json.dumps(dict(inputs), sort_keys=True), shard_version),
+        self._update(
+            "INSERT INTO seasons (season, built_at, inputs, shard_version) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (season) DO UPDATE SET built_at = excluded.built_at, "
+            "inputs = excluded.inputs, shard_version = excluded.shard_version",
+            (season, at or utc_now(), json.dumps(dict(inputs), sort_keys=True), shard_version),
+        )
+
+    # schema
+
+    def _create_or_migrate(self, conn: Any) -> None:
+        """Create the tables, or bring an older catalog to :data:`SCHEMA_VERSION` (under a lock
+        the caller holds); a catalog written by newer code is refused."""
+        rows = self._execute(conn, "SELECT value FROM catalog_meta WHERE key = 'schema_version'")
+        found = int(rows[0]["value"]) if rows else None
+        if found is not None and found > SCHEMA_VERSION:
+            raise CatalogError(
+                f"{self.name}: catalog schema version {found} is newer than this code "
+                f"({SCHEMA_VERSION}); upgrade citywok"
             )
+        if found is not None and found < 2:
+            self._add_column_if_missing(conn, "videos", "embeddings_version", "TEXT")
+        if found != SCHEMA_VERSION:
+            self._execute(
+                conn,
+                "INSERT INTO catalog_meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [str(SCHEMA_VERSION)],
+            )
+
+    @abstractmethod
+    def _add_column_if_missing(self, conn: Any, table: str, column: str, kind: str) -> None: ...
+
+
+class SqliteCatalog(Catalog):
+    """The catalog in one SQLite file (WAL mode: the sensor and the step processes of one
+    machine share it; steps on other machines need :class:`PostgresCatalog`)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        self._ready = False
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 60000")
+            if not self._ready:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")  # one creator or migrator at a time
+                try:
+                    for statement in _TABLES.format(real="REAL").split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    self._create_or_migrate(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                self._ready = True
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+
+    def _execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in conn.execute(sql, tuple(params)).fetchall()]
+
+    def _execute_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        conn.executemany(sql, rows)
+
+    def _add_column_if_missing(self, conn: Any, table: str, column: str, kind: str) -> None:
+        have = {r["name"] for r in self._execute(conn, f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+# The catalog's tables live in their own schema: the transcript database has a `videos` table.
+PG_SCHEMA = "citywok_catalog"
+# Serialises creating and migrating the schema (concurrent CREATE TABLE IF NOT EXISTS can fail).
+_PG_INIT_LOCK = 0x43415441  # "CATA"
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password, for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(url)
+    except Exception:  # not parseable: say only that it was given
+        return "<unparseable database URL>"
+    host = parts.get("host") or "localhost"
+    port = f":{parts['port']}" if parts.get("port") else ""
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
+
+
+class PostgresCatalog(Catalog):
+    """The catalog in a Postgres database (psycopg 3), in the schema :data:`PG_SCHEMA`: steps
+    and sensors on any machine share it. Unique keys and transactions keep concurrent writers
+    from duplicating or losing a video."""
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.name = redact_url(url)
+        self.connect_timeout_s = connect_timeout_s
+        self._ready = False
+
+    def _connect(self) -> Any:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        try:
+            return psycopg.connect(
+                self.url,
+                connect_timeout=max(1, round(self.connect_timeout_s)),
+                row_factory=dict_row,
+                options=f"-c search_path={PG_SCHEMA}",
+            )
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: Exception) -> CatalogUnavailableError:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        password = _password(self.url)
+        if password:
+            reason = reason.replace(password, "***")
+        return CatalogUnavailableError(
+            f"catalog database {self.name} is unreachable ({reason}); nothing was written"
+        )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        import psycopg
+
+        conn = self._connect()
+        try:
+            if not self._ready:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_INIT_LOCK,))
+                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}")
+                    conn.execute(_TABLES.format(real="DOUBLE PRECISION"))
+                    self._create_or_migrate(conn)
+                self._ready = True
+            with conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _pg(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def _execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = conn.execute(self._pg(sql), tuple(params))
+        return list(cur.fetchall()) if cur.description else []
+
+    def _execute_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            with conn.cursor() as cur:
+                cur.executemany(self._pg(sql), rows)
+
+    def _add_column_if_missing(self, conn: Any, table: str, column: str, kind: str) -> None:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+
+
+def _password(url: str) -> str | None:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        return conninfo_to_dict(url).get("password") or None
+    except Exception:
+        return None
+
+
+def is_database_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+def open_catalog(target: str | os.PathLike[str]) -> Catalog:
+    """The catalog at ``target``: a ``postgresql://`` URL, or the path of a SQLite file
+    (``sqlite:///path`` or a plain path)."""
+    text = os.fspath(target)
+    if is_database_url(text):
+        return PostgresCatalog(text)
+    if text.startswith("sqlite:///"):
+        return SqliteCatalog(text[len("sqlite://") :])
+    if "://" in text:
+        raise CatalogError(
+            f"catalog {redact_url(text) if '@' in text else text!r}: not a postgresql:// URL or "
+            "a SQLite path"
+        )
+    return SqliteCatalog(text)

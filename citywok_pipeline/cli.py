@@ -1,7 +1,10 @@
 """`citywok`: thin commands over the core and the pipeline.
 
 Exit codes: 0 success; 1 a check failed (``verify``); 2 bad input (a file that is not
-audio, a missing snapshot, bad arguments), after doing everything that could be done.
+audio, a missing snapshot, bad arguments), after doing everything that could be done; 3 a
+stream given to ``match --segments`` stalled or broke off (its segments so far were printed);
+4 ``match --by-words`` had a clip its audio did not match and in which nothing is said (its
+answer, with the note "no speech in the clip", was printed).
 """
 
 from __future__ import annotations
@@ -16,10 +19,16 @@ from typing import Any
 
 import click
 
-from .fingerprint.params import DEFAULT_PARAMS
+# Nothing heavy at the top: a one-shot command imports only what it runs
+# (tests/cli/test_imports.py keeps torch, sentence-transformers and Dagster out of match and
+# search).
 
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_STREAM_ENDED = 3
+EXIT_NO_SPEECH = 4
+DEFAULT_MAX_CLIP_S = 120.0
+DEFAULT_MAX_RECORDING_S = 4 * 3600.0
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -28,7 +37,7 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def _open_snapshot(snapshot_dir: str):  # type: ignore[no-untyped-def]
-    from .publishing.local import resolve_snapshot_dir
+    from .files import resolve_snapshot_dir
     from .snapshot import Snapshot, SnapshotError
 
     try:
@@ -36,6 +45,14 @@ def _open_snapshot(snapshot_dir: str):  # type: ignore[no-untyped-def]
         return Snapshot.open(resolve_snapshot_dir(snapshot_dir))
     except SnapshotError as exc:
         _fail(str(exc))
+
+
+def _report_refused(snap: Any) -> bool:
+    """Say which shards were refused (a failed checksum...); True when there were any."""
+    refused = snap.refused()
+    for reason in refused.values():
+        click.echo(f"citywok: error: {reason} (the other shards answered)", err=True)
+    return bool(refused)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,19 +83,38 @@ def main() -> None:
     help="Worker processes for decoding and fingerprinting [default: all cores].",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--allow-empty", is_flag=True,
+    help="Index even when MEDIA_ROOT lost all or most of the files of the last build (an "
+    "unmounted disk is refused by default); the shards of the seasons gone are deleted.",
+)  # fmt: skip
+@click.option(
+    "--max-hours", type=click.FloatRange(min=0, min_open=True), default=6.0, show_default=True,
+    help="Longer files are reported and not indexed (a small file that decodes to days of "
+    "audio is a decompression bomb).",
+)  # fmt: skip
 def index(
-    media_root: Path, snapshot_dir: Path, fingerprints_only: bool, jobs: int | None, quiet: bool
+    media_root: Path,
+    snapshot_dir: Path,
+    fingerprints_only: bool,
+    jobs: int | None,
+    quiet: bool,
+    allow_empty: bool,
+    max_hours: float,
 ) -> None:
     """Index MEDIA_ROOT/<show>/<season folder>/<files> into a snapshot.
 
     Season numbers come from folder names like 'Season 1', 'Season 01' or 'S01'; episode
     numbers from 'S01E03'-style file names, else from file order. Any container ffmpeg
     reads works. Re-running on the same snapshot only processes what changed. Files that
-    cannot be decoded are reported (exit code 2) and the rest is indexed.
+    cannot be decoded are reported (exit code 2) and the rest is indexed. A MEDIA_ROOT that
+    lost all or most of its files since the last build is refused (exit 2, nothing changed)
+    unless --allow-empty.
     """
     from tqdm import tqdm
 
-    from .indexer import TranscriptSide, index_library
+    from .fingerprint.params import DEFAULT_PARAMS
+    from .indexer import MediaRootEmptiedError, TranscriptSide, index_library
 
     if not media_root.is_dir():
         _fail(f"{media_root}: media root is not a directory")
@@ -106,18 +142,23 @@ def index(
             embedding_model_path=os.environ.get("CITYWOK_EMBEDDING_MODEL_PATH") or None
         )
     )
-    report = index_library(
-        media_root,
-        snapshot_dir,
-        params=DEFAULT_PARAMS,
-        jobs=jobs,
-        progress=bar("fingerprinting"),
-        transcripts=transcripts,
-        transcript_progress=bar("transcribing"),
-    )
+    try:
+        report = index_library(
+            media_root,
+            snapshot_dir,
+            params=DEFAULT_PARAMS,
+            jobs=jobs,
+            progress=bar("fingerprinting"),
+            transcripts=transcripts,
+            transcript_progress=bar("transcribing"),
+            allow_empty=allow_empty,
+            max_episode_s=max_hours * 3600,
+        )
+    except (MediaRootEmptiedError, FileNotFoundError) as exc:
+        _fail(str(exc))
     for source, reason in report.skipped:
         click.echo(f"citywok: skipped {source}: {reason}", err=True)
-    for source, reason in report.failures:
+    for source, reason in [*report.failures, *report.truncated]:
         click.echo(
             f"citywok: error: {reason}"
             if source in reason
@@ -134,10 +175,15 @@ def index(
             f"; {report.transcribed} transcribed, {report.segments} segment(s) in rebuilt seasons"
             if transcripts is not None
             else ""
+        )
+        + (
+            f"; library graph of {report.library_graph} segments rebuilt"
+            if report.library_graph
+            else ""
         ),
         err=True,
     )
-    if report.failures:
+    if report.failures or report.truncated:
         sys.exit(EXIT_BAD_INPUT)
 
 
@@ -147,47 +193,243 @@ def index(
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object per clip per line on stdout."
 )
-def match(snapshot_dir: Path, clips: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--max-clip", "max_clip_s", type=click.FloatRange(min=0, min_open=True), default=None,
+    help="Seconds of each clip that are decoded and matched (the first) [default: 120; with "
+    "--segments 14400 (4 h), past which a recording is cut with a warning].",
+)  # fmt: skip
+@click.option(
+    "--decode-timeout", "decode_timeout_s", type=click.FloatRange(min=0, min_open=True),
+    default=60.0, show_default=True,
+    help="Give up decoding a clip after this many seconds of wall-clock time (exit 2; not "
+    "with --segments, which decodes as it matches).",
+)  # fmt: skip
+@click.option(
+    "--segments", is_flag=True,
+    help="Treat each input as a long recording (a compilation, a broadcast, a live stream): "
+    "say which stretches of it come from which episode.",
+)  # fmt: skip
+@click.option(
+    "--follow/--no-follow", default=None,
+    help="With --segments: print each segment as soon as it is settled [default: for '-' and "
+    "http(s) streams].",
+)  # fmt: skip
+@click.option(
+    "--stall-timeout", "stall_timeout_s", type=click.FloatRange(min=0, min_open=True),
+    default=30.0, show_default=True,
+    help="With --segments: end a stream that sends no audio for this many seconds (exit 3).",
+)  # fmt: skip
+@click.option(
+    "--by-words", is_flag=True,
+    help="A clip the audio does not match is identified by what is said: transcribed (the "
+    "packaged model, its first 30 s) and found in the transcripts; those answers carry "
+    '"method": "words". A clip with no speech: "no speech in the clip" (exit 4).',
+)  # fmt: skip
+def match(
+    snapshot_dir: Path,
+    clips: tuple[str, ...],
+    as_json: bool,
+    max_clip_s: float | None,
+    decode_timeout_s: float,
+    segments: bool,
+    follow: bool | None,
+    stall_timeout_s: float,
+    by_words: bool,
+) -> None:
     """Say which episode each CLIP comes from, and at what second.
 
     A clip is a file or URL in any format ffmpeg reads ('-' reads standard input). With
     --json: {"query", "ambiguous", "matches": [{"episode_id", "source", "season",
     "offset_s", "score", "confidence"}, ...]}, best first, empty when the clip is not in
-    the library; ambiguous is true when the audio is shared by several episodes.
+    the library; ambiguous is true when the audio is shared by several episodes. Only the
+    first --max-clip seconds of a clip are decoded, within --decode-timeout seconds. A shard
+    that fails its checksums is refused (named on stderr, exit 1) and the others answer.
+
+    With --segments each input is a long recording, read as it arrives (a file, '-', or an
+    http(s) stream: HLS, Icecast, a file served slowly), and --json prints one object per
+    input: {"query", "duration_s", "segments": [{"episode_id", "source", "season",
+    "start_s", "end_s", "offset_s", "confidence", "speed", "ambiguous"}, ...], "ended"};
+    start_s and end_s are in the recording, offset_s is the episode's second at start_s,
+    and audio in no episode gives no segment. With --follow each segment is also printed as
+    {"query", "segment": {...}} as soon as it is settled. A stream that stalls or breaks off
+    ends with the segments so far, "ended": "stalled" or "error" and a "reason" (exit 3).
+
+    With --by-words a clip the audio finds nothing for (its music replaced, a re-mixed
+    upload) is transcribed and looked for in the transcripts by its words: "method" is then
+    "words" and offset_s the episode second of the clip's start, from the word times.
     """
+    if segments and by_words:
+        _fail("--by-words identifies clips; it does not go with --segments")
+    if segments:
+        _match_segments(
+            snapshot_dir, clips, as_json=as_json, follow=follow, stall_timeout_s=stall_timeout_s,
+            max_s=DEFAULT_MAX_RECORDING_S if max_clip_s is None else max_clip_s,
+        )  # fmt: skip
+        return
     from .fingerprint.audio import DecodeError, decode
     from .fingerprint.matcher import match_samples
 
+    max_clip_s = DEFAULT_MAX_CLIP_S if max_clip_s is None else max_clip_s
     snap = _open_snapshot(str(snapshot_dir))
-    failed = False
+    failed = no_speech = False
+    words: Any = None
     with snap:
         for clip in clips:
             try:
-                source: Any = sys.stdin.buffer.read() if clip == "-" else clip
+                source: Any = sys.stdin.buffer if clip == "-" else clip
+                if by_words and clip == "-":
+                    source = sys.stdin.buffer.read()  # read twice: for each sample rate
                 samples = decode(
                     source,
                     sample_rate=snap.params.sample_rate,
                     label="<stdin>" if clip == "-" else None,
+                    max_seconds=max_clip_s,
+                    timeout_s=decode_timeout_s,
                 )
             except DecodeError as exc:
                 click.echo(f"citywok: error: {exc}", err=True)
                 failed = True
                 continue
             result = match_samples(samples, snap)
+            if by_words and not result.matches:
+                from .transcripts.identify import NO_SPEECH, WordsIdentifier
+
+                words = words or WordsIdentifier(snap)
+                try:
+                    result = _match_by_words(words, source, clip, max_clip_s, decode_timeout_s)
+                except DecodeError as exc:
+                    click.echo(f"citywok: error: {exc}", err=True)
+                    failed = True
+                    continue
+                no_speech = no_speech or result.note == NO_SPEECH
             if as_json:
                 click.echo(json.dumps(result.to_dict(clip)))
             elif not result.matches:
-                click.echo(f"{clip}: no match")
+                click.echo(f"{clip}: no match" + (f" ({result.note})" if result.note else ""))
             else:
                 label = "shared by" if result.ambiguous else "matches"
-                click.echo(f"{clip}: {label}")
+                click.echo(f"{clip}: {label}" + (" (by words)" if result.method == "words" else ""))
                 for m in result.matches:
                     click.echo(
                         f"  {m.episode_id}  at {m.offset_s:8.2f} s  score {m.score:4d}  "
                         f"confidence {m.confidence:.2f}  ({m.source})"
                     )
+        refused = _report_refused(snap)
     if failed:
         sys.exit(EXIT_BAD_INPUT)
+    if refused:
+        sys.exit(EXIT_CHECK_FAILED)
+    if no_speech:
+        sys.exit(EXIT_NO_SPEECH)
+
+
+def _match_by_words(words: Any, source: Any, clip: str, max_clip_s: float, timeout_s: float) -> Any:
+    """`match --by-words` for a clip its audio did not match: decoded again at the
+    transcriber's rate (the fingerprint's is lower) and identified by what is said."""
+    from .fingerprint.audio import decode
+    from .transcripts.identify import MAX_WORDS_S
+    from .transcripts.transcriber import SAMPLE_RATE
+
+    samples = decode(
+        source,
+        sample_rate=SAMPLE_RATE,
+        label="<stdin>" if clip == "-" else None,
+        max_seconds=min(max_clip_s, MAX_WORDS_S),
+        timeout_s=timeout_s,
+    )
+    return words.identify(samples, label=clip)
+
+
+def _match_segments(
+    snapshot_dir: Path,
+    inputs: tuple[str, ...],
+    *,
+    as_json: bool,
+    follow: bool | None,
+    stall_timeout_s: float,
+    max_s: float,
+) -> None:
+    """`match --segments`: each input segmented as it is decoded (see `match`)."""
+    from tqdm import tqdm
+
+    from .fingerprint.audio import DecodeError, StreamStalled, decode_stream
+    from .fingerprint.recording import Segment, Segmenter
+
+    snap = _open_snapshot(str(snapshot_dir))
+    bad_input = ended_early = False
+    with snap:
+        for name in inputs:
+            live = name == "-" or name[:8].lower().startswith(("http://", "https://"))
+            each = live if follow is None else follow
+
+            def show(segment: Segment, name: str = name, each: bool = each) -> None:
+                if as_json and each:
+                    click.echo(json.dumps({"query": name, "segment": segment.to_dict()}))
+                elif not as_json:
+                    click.echo(f"{name}: {_describe_segment(segment)}")
+
+            stream = decode_stream(
+                sys.stdin.buffer if name == "-" else name,
+                sample_rate=snap.params.sample_rate,
+                label="<stdin>" if name == "-" else None,
+                max_seconds=max_s,
+                stall_timeout_s=stall_timeout_s,
+            )
+            segmenter = Segmenter(snap)
+            ended, reason = "end", ""
+            bar = tqdm(
+                desc=name, unit="s", file=sys.stderr, leave=False,
+                disable=not sys.stderr.isatty(), bar_format="{desc}: {n:.0f} s of audio",
+            )  # fmt: skip
+            try:
+                with stream, bar:
+                    for chunk in stream:
+                        for segment in segmenter.feed(chunk):
+                            show(segment)
+                        bar.update(chunk.size / snap.params.sample_rate)
+            except StreamStalled as exc:
+                ended, reason = "stalled", exc.reason
+            except DecodeError as exc:
+                if not stream.samples:
+                    click.echo(f"citywok: error: {exc}", err=True)
+                    bad_input = True
+                    continue
+                ended, reason = "error", exc.reason
+            for segment in segmenter.finish():
+                show(segment)
+            warnings: tuple[str, ...] = ()
+            if stream.truncated:
+                warnings = (
+                    f"cut at {max_s:g} s (--max-clip): the rest of the recording was not read",
+                )
+                click.echo(f"citywok: warning: {name}: {warnings[0]}", err=True)
+            result = segmenter.result(ended=ended, reason=reason, warnings=warnings)
+            if as_json:
+                click.echo(json.dumps(result.to_dict(name)))
+            else:
+                click.echo(
+                    f"{name}: {len(result.segments)} segment(s) in {result.duration_s:.1f} s"
+                )
+            if ended != "end":
+                click.echo(
+                    f"citywok: error: {name}: {reason}; the segments before were printed",
+                    err=True,
+                )
+                ended_early = True
+    if bad_input:
+        sys.exit(EXIT_BAD_INPUT)
+    if ended_early:
+        sys.exit(EXIT_STREAM_ENDED)
+
+
+def _describe_segment(s: Any) -> str:
+    span = f"{s.start_s:8.2f} - {s.end_s:8.2f} s"
+    if s.ambiguous:
+        names = ", ".join(m.episode_id for m in s.matches)
+        return f"{span}  shared by {names} (at {s.offset_s:.2f} s)"
+    return (
+        f"{span}  {s.episode_id} at {s.offset_s:.2f} s  confidence {s.confidence:.2f}  ({s.source})"
+    )
 
 
 @main.command()
@@ -212,7 +454,14 @@ def match(snapshot_dir: Path, clips: tuple[str, ...], as_json: bool) -> None:
     help="The sentence-transformers folder the segments were embedded with "
     "[env CITYWOK_EMBEDDING_MODEL_PATH; default: the packaged all-MiniLM-L6-v2].",
 )  # fmt: skip
-@click.option("--exact", is_flag=True, help="Score every segment (no sign-bit shortcut).")
+@click.option(
+    "--exact", is_flag=True, help="Score every segment's vector (no ANN graph): slow, exact."
+)
+@click.option(
+    "--mode", type=click.Choice(["hybrid", "semantic", "keyword"]), default=None,
+    help="hybrid: meaning and words fused (the default); semantic: meaning alone (the "
+    "embedding); keyword: words alone (BM25, no model loaded). The database ranks by meaning.",
+)  # fmt: skip
 def search(
     args: tuple[str, ...],
     as_json: bool,
@@ -221,16 +470,20 @@ def search(
     database: str | None,
     model_path: Path | None,
     exact: bool,
+    mode: str | None,
 ) -> None:
-    """Find where something is said: transcript segments nearest TEXT in meaning, best first.
+    """Find where something is said: transcript segments best for TEXT, best first.
 
-    Searches the snapshot in SNAPSHOT_DIR, or with --database the transcript database (then
-    give TEXT alone). With --json: {"episode_id", "source", "start_s", "end_s", "text",
-    "score"} per line, score being the cosine similarity.
+    Searches the snapshot in SNAPSHOT_DIR (by meaning and words, fused: see --mode), or with
+    --database the transcript database by meaning (then give TEXT alone; at most 1,000
+    characters). With --json: {"episode_id", "source", "start_s", "end_s", "text", "score"}
+    per line: score is the ranking's (hybrid: the fused score, with "cosine" and, where the
+    words matched, "bm25" beside it; semantic: the cosine similarity; keyword: BM25).
     """
     from .snapshot import SnapshotError
-    from .transcripts.embedder import load_embedder
+    from .transcripts.embedder import load_query_embedder
     from .transcripts.errors import TranscriptError
+    from .transcripts.search import DEFAULT_MODE, check_query
 
     # A URL from CITYWOK_DATABASE_URL (set for the pipeline) yields to an explicit DIR; one
     # given as --database with a DIR as well is a usage error.
@@ -247,6 +500,13 @@ def search(
     elif len(args) != 1 or not database:
         _fail("give SNAPSHOT_DIR and TEXT (or --database URL and TEXT)")
     text = args[-1]
+    try:
+        check_query(text)
+    except TranscriptError as exc:
+        _fail(str(exc))
+    if database and mode not in (None, "semantic"):
+        _fail(f"--mode {mode} searches a snapshot; the database ranks by meaning alone")
+    refused = False
     snap = None if database else _open_snapshot(args[0])
     try:
         if database:
@@ -256,12 +516,14 @@ def search(
                 hits = search_text(
                     conn,
                     text,
-                    embedder=load_embedder(model_path),
+                    embedder=load_query_embedder(model_path),
                     limit=limit,
                     keyword=list(keywords) or None,
                 )
         else:
-            embedder = load_embedder(model_path)
+            mode = mode or DEFAULT_MODE
+            # Words alone need no model.
+            embedder = None if mode == "keyword" else load_query_embedder(model_path)
             from .transcripts.search import SegmentSearcher
 
             with snap:
@@ -272,7 +534,10 @@ def search(
                         err=True,
                     )
                 searcher = SegmentSearcher(snap, embedder)
-                hits = searcher.search(text, limit=limit, keywords=keywords, exact=exact)
+                for note in searcher.notes:
+                    click.echo(f"citywok: {note}", err=True)
+                hits = searcher.search(text, limit=limit, keywords=keywords, exact=exact, mode=mode)
+                refused = _report_refused(snap)
     except (TranscriptError, SnapshotError) as exc:
         _fail(str(exc))
     for hit in hits:
@@ -285,6 +550,8 @@ def search(
             )
     if not hits and not as_json:
         click.echo("no segments found", err=True)
+    if not database and refused:
+        sys.exit(EXIT_CHECK_FAILED)
 
 
 @main.command()
@@ -295,9 +562,10 @@ def info(snapshot_dir: Path, as_json: bool) -> None:
     snap = _open_snapshot(str(snapshot_dir))
     with snap:
         data = snap.info()
+        refused = _report_refused(snap)
     if as_json:
         click.echo(json.dumps(data, indent=2))
-        return
+        sys.exit(EXIT_CHECK_FAILED if refused else 0)
     click.echo(
         f"snapshot {data['path']}: {len(data['shards'])} shard(s), {data['episodes']} episode(s), "
         f"{data['hours']} h of audio, {data['postings']} postings, "
@@ -311,6 +579,8 @@ def info(snapshot_dir: Path, as_json: bool) -> None:
             f"built {s['built_at']}"
         )
     click.echo("params: " + json.dumps(data["params"], sort_keys=True))
+    if refused:
+        sys.exit(EXIT_CHECK_FAILED)
 
 
 @main.command()
@@ -333,11 +603,11 @@ def verify(snapshot_dir: Path) -> None:
 
 
 def _bucket(url: str):  # type: ignore[no-untyped-def]
-    from .publishing import BucketError, open_bucket
+    from .blobstore import BlobStoreError, open_store
 
     try:
-        return open_bucket(url)
-    except BucketError as exc:
+        return open_store(url)
+    except BlobStoreError as exc:
         _fail(str(exc))
 
 
@@ -441,14 +711,19 @@ def pull(bucket_url: str, pull_dir: Path, version: str | None, keep: int) -> Non
 )  # fmt: skip
 def prune(bucket_url: str, keep: int, grace_s: float) -> None:
     """Delete old versions from BUCKET_URL and every shard no kept version references."""
-    from .publishing import prune_versions
+    from .publishing import PruneBusyError, prune_versions
 
     with _bucket_errors(bucket_url):
-        result = prune_versions(_bucket(bucket_url), keep=keep, grace_s=grace_s)
+        try:
+            result = prune_versions(_bucket(bucket_url), keep=keep, grace_s=grace_s)
+        except PruneBusyError as exc:
+            _fail(str(exc))
     click.echo(
         f"kept {len(result.kept)} version(s); deleted {len(result.deleted_versions)} "
         f"version(s) and {len(result.deleted_blobs)} blob(s)"
-    )
+        + (f"; removed {len(result.removed_leftovers)} leftover(s) of killed publishers"
+           if result.removed_leftovers else "")
+    )  # fmt: skip
 
 
 @main.command()
@@ -470,7 +745,9 @@ def prune(bucket_url: str, keep: int, grace_s: float) -> None:
 )  # fmt: skip
 @click.option(
     "--max-upload", "max_upload", type=click.IntRange(min=1), default=20 << 20,
-    show_default=True, help="Largest accepted upload for POST /match, in bytes.",
+    show_default=True,
+    help="Largest accepted upload for POST /match, in bytes (413 past it, counted as it "
+    "arrives).",
 )  # fmt: skip
 @click.option(
     "--decoder", type=click.Choice(["libav", "ffmpeg"]), default="libav", show_default=True,
@@ -478,8 +755,81 @@ def prune(bucket_url: str, keep: int, grace_s: float) -> None:
     "process per upload: slower, but a decoder crash on a hostile file stays there).",
 )  # fmt: skip
 @click.option(
-    "--max-clip", "max_clip_s", type=click.FloatRange(min=0, min_open=True), default=120.0,
-    show_default=True, help="Seconds of an upload that are decoded and matched (the first).",
+    "--max-clip", "max_clip_s", type=click.FloatRange(min=0, min_open=True), default=None,
+    help="Seconds of an upload that are decoded and matched (the first) [default: 120; for "
+    "POST /match?segments=true, a long recording, 600].",
+)  # fmt: skip
+@click.option(
+    "--decode-timeout", "decode_timeout_s", type=click.FloatRange(min=0, min_open=True),
+    default=10.0, show_default=True,
+    help="Wall-clock seconds allowed to decode one upload (422 past it).",
+)  # fmt: skip
+@click.option(
+    "--api-key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Require an API key (Authorization: Bearer KEY, or X-API-Key) on every route but "
+    "/healthz and /readyz: the file lists the keys' SHA-256, 'sha256:<hex> [label]' a line.",
+)  # fmt: skip
+@click.option(
+    "--rate-limit", "rate_per_s", type=click.FloatRange(min=0), default=0.0,
+    show_default=True,
+    help="Requests per second per client (its API key, else its address), shared by the "
+    "workers; 429 with Retry-After past it (0: no limit).",
+)  # fmt: skip
+@click.option(
+    "--rate-burst", type=click.IntRange(min=1), default=None,
+    help="Requests a client may make at once under --rate-limit [default: one second's "
+    "worth].",
+)  # fmt: skip
+@click.option(
+    "--max-client-uploads", type=click.IntRange(min=1), default=8, show_default=True,
+    help="Uploads of one client in progress at once in each worker (429 past it).",
+)  # fmt: skip
+@click.option(
+    "--header-timeout", "header_timeout_s", type=click.FloatRange(min=0, min_open=True),
+    default=10.0, show_default=True,
+    help="Seconds for a connection to send a request's headers (else it is closed).",
+)  # fmt: skip
+@click.option(
+    "--body-timeout", "body_timeout_s", type=click.FloatRange(min=0, min_open=True),
+    default=30.0, show_default=True,
+    help="Seconds for a request's body to arrive after its headers (408 past it).",
+)  # fmt: skip
+@click.option(
+    "--request-timeout", "request_timeout_s", type=click.FloatRange(min=0, min_open=True),
+    default=60.0, show_default=True,
+    help="Seconds for a request's answer to start (503 past it, e.g. queued behind others).",
+)  # fmt: skip
+@click.option(
+    "--max-connections", type=click.IntRange(min=1), default=1000, show_default=True,
+    help="Connections each worker holds at once (503 past it).",
+)  # fmt: skip
+@click.option(
+    "--cors-origin", "cors_origins", multiple=True,
+    help="An origin (https://example.org) whose web pages may call the API; repeatable "
+    "[default: none].",
+)  # fmt: skip
+@click.option(
+    "--match-by-words/--no-match-by-words", default=True, show_default=True,
+    help="When the fingerprint finds nothing in an upload, transcribe its first 30 s and look "
+    "for the words in the transcripts (up to seconds of CPU per such upload).",
+)  # fmt: skip
+@click.option(
+    "--docs/--no-docs", default=True, show_default=True,
+    help="Serve the API docs (/docs, /redoc, /openapi.json).",
+)  # fmt: skip
+@click.option(
+    "--access-log/--no-access-log", default=True, show_default=True,
+    help="Log one JSON line per request on stderr (method, route, status, duration, "
+    "client, request id).",
+)  # fmt: skip
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+    show_default=True, help="Least severe log records written (JSON lines on stderr).",
+)  # fmt: skip
+@click.option(
+    "--forwarded-allow-ips", default=None,
+    help="Proxies (comma-separated addresses, or '*') whose X-Forwarded-For names the "
+    "client for the limits and logs [default: 127.0.0.1].",
 )  # fmt: skip
 def serve(
     source: str,
@@ -490,17 +840,35 @@ def serve(
     poll_s: float,
     max_upload: int,
     decoder: str,
-    max_clip_s: float,
+    max_clip_s: float | None,
+    decode_timeout_s: float,
+    api_key_file: Path | None,
+    rate_per_s: float,
+    rate_burst: int | None,
+    max_client_uploads: int,
+    header_timeout_s: float,
+    body_timeout_s: float,
+    request_timeout_s: float,
+    max_connections: int,
+    cors_origins: tuple[str, ...],
+    match_by_words: bool,
+    docs: bool,
+    access_log: bool,
+    log_level: str,
+    forwarded_allow_ips: str | None,
 ) -> None:
     """Serve SOURCE (a snapshot DIR or a BUCKET_URL) over HTTP: POST /match, GET /search,
-    GET /episodes, GET /healthz, docs at /docs.
+    GET /episodes, GET /healthz, GET /readyz, GET /metrics, docs at /docs.
 
     A DIR that holds pulled versions is served from DIR/current; a plain directory of shards
     as it is. New versions (a new DIR/current, a moved latest.json) are swapped in between
-    requests. Read-only: it never starts ingestion.
+    requests. A bucket unreachable at start is served from the cache's last complete version.
+    Read-only: it never starts ingestion.
     """
-    from .publishing import BucketError, PullError, is_bucket_url
-    from .serving import ServeConfig, default_workers
+    from .blobstore import BlobStoreError, is_bucket_url
+    from .publishing import PullError
+    from .serving import ApiKeyError, ServeConfig, default_workers, load_api_keys, open_at_start
+    from .serving import app as app_defaults
     from .serving import serve as run_server
     from .settings import citywok_home
     from .snapshot import SnapshotError
@@ -511,25 +879,54 @@ def serve(
         if is_bucket_url(source)
         else None,
         max_upload_bytes=max_upload,
-        max_clip_s=max_clip_s,
+        # An explicit --max-clip holds for both kinds of upload; by default a recording
+        # (segments=true) may run longer than a clip.
+        max_clip_s=app_defaults.DEFAULT_MAX_CLIP_S if max_clip_s is None else max_clip_s,
+        max_recording_s=(
+            app_defaults.DEFAULT_MAX_RECORDING_S if max_clip_s is None else max_clip_s
+        ),
+        decode_timeout_s=decode_timeout_s,
         poll_s=poll_s or None,
         decoder="ffmpeg" if decoder == "ffmpeg" else "libav",
+        api_key_file=str(api_key_file) if api_key_file else None,
+        rate_per_s=rate_per_s or None,
+        rate_burst=rate_burst,
+        max_client_uploads=max_client_uploads,
+        header_timeout_s=header_timeout_s,
+        body_timeout_s=body_timeout_s,
+        request_timeout_s=request_timeout_s,
+        max_connections=max_connections,
+        cors_origins=cors_origins,
+        match_by_words=match_by_words,
+        docs=docs,
+        access_log=access_log,
     )
+    if api_key_file:
+        try:
+            load_api_keys(api_key_file)
+        except ApiKeyError as exc:
+            _fail(str(exc))
     # Opened once here so that a bad source fails now, with one clear line (and a bucket is
     # pulled before the workers start); closed before they are forked, each opens its own.
     try:
         with _bucket_errors(source):
-            snapshot, version = config.snapshot_source().open()
-    except (SnapshotError, PullError, BucketError) as exc:
+            _, snapshot, version, problem = open_at_start(config.snapshot_source())
+    except (SnapshotError, PullError, BlobStoreError) as exc:
         _fail(str(exc))
     snapshot.close()
+    if problem:
+        click.echo(f"citywok: warning: {source} is unavailable ({problem}); serving the "
+                   f"cached version {version}", err=True)  # fmt: skip
     workers = workers or default_workers()
     click.echo(
         f"serving {source} (version {version or 'unpublished'}) on http://{host}:{port} "
         f"with {workers} worker(s)",
         err=True,
     )
-    run_server(config, host=host, port=port, workers=workers, log_level="warning")
+    run_server(
+        config, host=host, port=port, workers=workers, log_level=log_level,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

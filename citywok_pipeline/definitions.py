@@ -4,11 +4,15 @@ Loaded lazily (``@dg.definitions``): nothing is read from the environment when t
 imported. When the code location loads, the environment picks the implementations:
 
 - ``CITYWOK_BUCKET_URL=s3://bucket/prefix``: artefacts in that bucket under
-  ``<prefix>/artefacts/`` (``CITYWOK_S3_ENDPOINT_URL`` for R2 or SeaweedFS, keys from
-  ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``); ``file:///path``: under ``/path/artefacts``;
-  unset: ``$CITYWOK_HOME/artefacts``.
+  ``<prefix>/artefacts/`` and the published versions beside them (``CITYWOK_S3_ENDPOINT_URL``
+  for R2 or SeaweedFS, ``AWS_REGION``, keys from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``);
+  ``file:///path``: the same under ``/path``; unset: ``$CITYWOK_HOME/artefacts`` and
+  ``$CITYWOK_HOME/published``. Both open the URL with ``blobstore.open_store``.
 - ``CITYWOK_MEDIA_ROOT``: the season folders (default ``$CITYWOK_HOME/media``).
-- The catalog and the snapshot directory live under ``$CITYWOK_HOME``.
+- ``CITYWOK_CATALOG_URL=postgresql://...``: the catalog in that database (schema
+  ``citywok_catalog``); unset: ``$CITYWOK_HOME/catalog.sqlite``.
+- Without an S3 bucket, ``$CITYWOK_HOME/snapshot`` holds a copy of every season shard, for
+  ``citywok match``.
 
 Values that come from variables are passed as ``dg.EnvVar``, so the UI shows where they come
 from and secrets never land in run config.
@@ -18,20 +22,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
-from .assets import ASSET_CHECKS, ASSETS, JOBS, PUBLISHING_SCHEDULES, transcript_segments
+from .assets import (
+    ASSET_CHECKS,
+    ASSETS,
+    JOBS,
+    PUBLISHING_SCHEDULES,
+    VIDEO_ASSETS,
+    transcript_segments,
+)
+from .automation import AlertWebhookResource, automate, automation_settings
+from .blobstore import BlobStoreError, S3BlobStore, S3Settings, open_store
 from .executors import executor_for
 from .resources import (
     ArtefactStore,
     CatalogResource,
-    LocalArtefactStore,
-    S3ArtefactStore,
     SeasonFoldersResource,
     SnapshotDirectoryResource,
     TranscriberResource,
@@ -47,29 +56,32 @@ def _env(env: Mapping[str, str], name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if env.get(name) else None
 
 
+def _bucket_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The bucket URL and S3 settings both stores share, as ``dg.EnvVar``s (see the module
+    docstring). The URL is opened here once, so a bad one fails the code location's load."""
+    bucket_url = env.get("CITYWOK_BUCKET_URL", "")
+    if not bucket_url:
+        return {}
+    try:
+        store = open_store(bucket_url, S3Settings())
+    except BlobStoreError as exc:
+        raise ValueError(f"CITYWOK_BUCKET_URL: {exc}") from None
+    if not isinstance(store, S3BlobStore):
+        return {"bucket_url": dg.EnvVar("CITYWOK_BUCKET_URL")}
+    return {
+        "bucket_url": dg.EnvVar("CITYWOK_BUCKET_URL"),
+        "s3": S3Resource(
+            endpoint_url=_env(env, "CITYWOK_S3_ENDPOINT_URL"),
+            region_name=_env(env, "AWS_REGION"),
+            aws_access_key_id=_env(env, "AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_env(env, "AWS_SECRET_ACCESS_KEY"),
+        ),
+    }
+
+
 def artefact_store_for(env: Mapping[str, str]) -> ArtefactStore:
     """The artefact store the environment asks for (see the module docstring)."""
-    bucket_url = env.get("CITYWOK_BUCKET_URL", "")
-    scheme = urlparse(bucket_url).scheme
-    if scheme == "s3":
-        endpoint = _env(env, "CITYWOK_S3_ENDPOINT_URL")
-        region = _env(env, "AWS_REGION") or ("auto" if endpoint else None)
-        return S3ArtefactStore(
-            bucket_url=dg.EnvVar("CITYWOK_BUCKET_URL"),
-            s3=S3Resource(
-                endpoint_url=endpoint,
-                region_name=region,
-                aws_access_key_id=_env(env, "AWS_ACCESS_KEY_ID"),
-                aws_secret_access_key=_env(env, "AWS_SECRET_ACCESS_KEY"),
-            ),
-        )
-    if scheme == "file":
-        return LocalArtefactStore(root=str(Path(unquote(urlparse(bucket_url).path)) / "artefacts"))
-    if bucket_url:
-        raise ValueError(
-            f"CITYWOK_BUCKET_URL must be s3://bucket/prefix or file:///path, got {bucket_url!r}"
-        )
-    return LocalArtefactStore()
+    return ArtefactStore(**_bucket_settings(env))
 
 
 def transcriber_for(env: Mapping[str, str]) -> TranscriberResource:
@@ -95,29 +107,23 @@ def embedder_for(env: Mapping[str, str]) -> EmbedderResource:
 def versions_for(env: Mapping[str, str]) -> PublishedVersionsResource:
     """Where published versions go: the same CITYWOK_BUCKET_URL as the artefacts (versions sit
     beside ``artefacts/`` under its prefix); unset, ``$CITYWOK_HOME/published``."""
-    bucket_url = env.get("CITYWOK_BUCKET_URL", "")
-    if urlparse(bucket_url).scheme == "s3":
-        endpoint = _env(env, "CITYWOK_S3_ENDPOINT_URL")
-        return PublishedVersionsResource(
-            bucket_url=dg.EnvVar("CITYWOK_BUCKET_URL"),
-            endpoint_url=endpoint,
-            region_name=_env(env, "AWS_REGION") or ("auto" if endpoint else None),
-            aws_access_key_id=_env(env, "AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=_env(env, "AWS_SECRET_ACCESS_KEY"),
-        )
-    return PublishedVersionsResource(bucket_url=bucket_url or None)
+    return PublishedVersionsResource(**_bucket_settings(env))
 
 
 def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
     """Every resource the assets, checks and sensors use, configured from ``env``."""
     return {
         "media": SeasonFoldersResource(root=_env(env, "CITYWOK_MEDIA_ROOT")),
-        "catalog": CatalogResource(),
+        # Postgres when CITYWOK_CATALOG_URL names a database (steps on several machines), else
+        # the SQLite file under CITYWOK_HOME.
+        "catalog": CatalogResource(url=_env(env, "CITYWOK_CATALOG_URL")),
         "artefacts": artefact_store_for(env),
-        "snapshots": SnapshotDirectoryResource(),
+        # The local copy of every shard is for the embedded default; with an S3 bucket, pull.
+        "snapshots": SnapshotDirectoryResource(enabled="s3" not in _bucket_settings(env)),
         "versions": versions_for(env),
         "transcriber": transcriber_for(env),
         "youtube": youtube_for(env),
+        "alerts": AlertWebhookResource(url=_env(env, "CITYWOK_ALERT_WEBHOOK")),
         "embedder": embedder_for(env),
         # The transcript database, and with it the transcript_segments asset, only when set.
         **(
@@ -128,6 +134,15 @@ def resources_for(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+PUBLISHED_KEY = dg.AssetKey("published_version")
+
+
+def storage_kind(env: Mapping[str, str]) -> str:
+    """The storage the UI shows on published_version: ``s3`` for an S3 or R2 bucket
+    (``CITYWOK_BUCKET_URL=s3://...``), else ``folder`` (the local default)."""
+    return "s3" if env.get("CITYWOK_BUCKET_URL", "").startswith("s3://") else "folder"
+
+
 def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definitions:
     """The Definitions, with ``resources`` (default: configured from the environment).
 
@@ -135,11 +150,25 @@ def build_definitions(resources: Mapping[str, Any] | None = None) -> dg.Definiti
     """
     resources = dict(resources) if resources is not None else resources_for(os.environ)
     resources.setdefault("youtube", YouTubeResource())  # no channels: its sensors skip
+    resources.setdefault("alerts", AlertWebhookResource())  # no webhook: failures only logged
+    automation = automate(
+        [*ASSETS, transcript_segments] if "database" in resources else ASSETS,
+        video_assets=VIDEO_ASSETS,
+        catalog=resources["catalog"],
+        settings=automation_settings(os.environ),
+    )
+    kind = storage_kind(os.environ)
+    assets = [
+        a.map_asset_specs(lambda spec: spec.replace_attributes(kinds={kind}))
+        if isinstance(a, dg.AssetsDefinition) and a.key == PUBLISHED_KEY
+        else a
+        for a in automation.assets
+    ]
     return dg.Definitions(
-        assets=[*ASSETS, transcript_segments] if "database" in resources else ASSETS,
-        asset_checks=ASSET_CHECKS,
+        assets=assets,
+        asset_checks=[*ASSET_CHECKS, *automation.asset_checks],
         jobs=JOBS,
-        sensors=SENSORS,
+        sensors=[*SENSORS, *automation.sensors],
         schedules=[*SCHEDULES, *PUBLISHING_SCHEDULES],
         resources=resources,
         # On Definitions, not on the jobs: job tags do not reach runs launched from the UI,

@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m citywok_pipeline.devserver", description=(__doc__ or "").split("\n")[0]
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--host", default="127.0.0.1", help="the address the UI listens on")
+    parser.add_argument(
+        "--port", type=int, default=3000, help="the UI's port (`make dev PORT=...`; 3000)"
+    )
     args = parser.parse_args(argv)
 
     home = citywok_home()

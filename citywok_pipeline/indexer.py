@@ -14,6 +14,8 @@ some of the same embedding model).
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -23,20 +25,60 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .files import file_sha256
+from .files import file_sha256, remove_dead_temps
 from .fingerprint.audio import DecodeError, decode
 from .fingerprint.hashes import Hashes
 from .fingerprint.matcher import fingerprint
 from .fingerprint.params import DEFAULT_PARAMS, FingerprintParams
 from .fingerprint.records import Episode
 from .library import MediaFile, scan_media
-from .snapshot.directory import shard_path, shard_paths
-from .snapshot.segments import SegmentTable
-from .snapshot.shard import SnapshotError, open_shard, write_shard
+from .snapshot.directory import Snapshot, shard_path, shard_paths
+from .snapshot.segments import SegmentTable, needs_rebuild
+from .snapshot.shard import CorruptShardError, SnapshotError, open_shard, write_shard
 
 if TYPE_CHECKING:
     from .transcripts.embedder import Embedder
     from .transcripts.transcriber import Transcriber
+
+
+# A media root that holds less than this share of the files the last build found is refused
+# (without --allow-empty): a disk half unmounted, a network share half gone.
+MIN_KEPT_FRACTION = 0.5
+
+
+class MediaRootEmptiedError(Exception):
+    """The media root lost all or most of its files since the last build; nothing changed."""
+
+
+def _check_not_emptied(
+    root: Path, out: Path, scan: Any, old: dict[str, Any], *, allow_empty: bool
+) -> None:
+    before = sum(
+        len(s.episodes) + len(s.meta.get("extra", {}).get("failures", [])) for s in old.values()
+    )
+    now = len(scan.files)
+    if allow_empty or before == 0 or now >= MIN_KEPT_FRACTION * before:
+        return
+    gone = sorted(season for season in old if season not in scan.seasons)
+    raise MediaRootEmptiedError(
+        f"{root}: holds {now} media file(s), but the last build of {out} found {before}"
+        + (
+            f" ({len(gone)} season(s) gone: {', '.join(gone[:5])}{', ...' if len(gone) > 5 else ''})"
+            if gone
+            else ""
+        )
+        + ": is a disk unmounted? Nothing was changed; pass --allow-empty to index it anyway "
+        "(the shards of the seasons gone are deleted)"
+    )
+
+
+# Longer files are refused, not indexed: a decompression bomb (a FLAC of a few kB that decodes
+# to days of silence) must not take a worker's memory (~115 MB of samples per hour).
+DEFAULT_MAX_EPISODE_S = 6 * 3600.0
+# Decoding one file gives up after this long (a 6-hour file decodes in about a minute).
+DECODE_TIMEOUT_S = 600.0
+# A file whose audio stops this much short of what its header declares is reported truncated.
+TRUNCATED_SHORTFALL = (1.0, 0.02)  # seconds, and fraction of the declared duration
 
 
 @dataclass(frozen=True)
@@ -46,22 +88,89 @@ class Processed:
     sha256: str
     duration_s: float
     hashes: Hashes
+    declared_s: float | None = None  # what the container's header says, when it says
+
+    @property
+    def truncated(self) -> str | None:
+        """Why the file looks cut short (its audio ends before its header says), else None."""
+        if self.declared_s is None:
+            return None
+        margin = max(TRUNCATED_SHORTFALL[0], TRUNCATED_SHORTFALL[1] * self.declared_s)
+        if self.duration_s >= self.declared_s - margin:
+            return None
+        return (
+            f"truncated: its audio ends at {self.duration_s:.1f} s, its header says "
+            f"{self.declared_s:.1f} s (an interrupted copy?); the {self.duration_s:.1f} s there "
+            "are indexed"
+        )
 
 
-def process_file(path: str | os.PathLike[str], params: FingerprintParams) -> Processed:
-    """Decode a media file and fingerprint it (raises DecodeError for bad media)."""
-    samples = decode(path, sample_rate=params.sample_rate)
+def declared_duration_s(path: str | os.PathLike[str]) -> float | None:
+    """The duration a media file's header declares for its first audio stream (PyAV), or
+    None when it declares none or cannot be read (the decoder then says why)."""
+    import av
+
+    try:
+        with av.open(os.fspath(path)) as container:
+            streams = container.streams.audio
+            if not streams:
+                return None
+            stream = streams[0]
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return container.duration / 1e6 if container.duration else None
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+
+
+def process_file(
+    path: str | os.PathLike[str],
+    params: FingerprintParams,
+    *,
+    max_episode_s: float = DEFAULT_MAX_EPISODE_S,
+) -> Processed:
+    """Decode a media file and fingerprint it (raises DecodeError for bad media, one longer
+    than ``max_episode_s``, or one whose decoding takes longer than :data:`DECODE_TIMEOUT_S`)."""
+    samples = decode(
+        path,
+        sample_rate=params.sample_rate,
+        max_seconds=max_episode_s + 1,
+        timeout_s=DECODE_TIMEOUT_S,
+    )
+    duration = samples.size / params.sample_rate
+    if duration > max_episode_s:
+        limit = f"{max_episode_s / 3600:g} h" if max_episode_s >= 3600 else f"{max_episode_s:.0f} s"
+        raise DecodeError(
+            str(path),
+            f"decodes to more than {limit} of audio (a decompression bomb?): not indexed "
+            "(raise --max-hours for longer episodes)",
+        )
     return Processed(
         sha256=file_sha256(path),
-        duration_s=samples.size / params.sample_rate,
+        duration_s=duration,
         hashes=fingerprint(samples, params=params),
+        declared_s=declared_duration_s(path),
     )
 
 
-def _work(item: tuple[str, dict[str, Any]]) -> tuple[str, Processed | str]:
-    path, params = item
+def _die_with_parent(parent: int) -> None:
+    """In a pool worker: exit when the index that started it dies (a kill -9 gives the pool
+    no chance to stop its workers, which would otherwise wait for work for ever)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+def _work(item: tuple[str, dict[str, Any], float]) -> tuple[str, Processed | str]:
+    path, params, max_episode_s = item
     try:
-        return path, process_file(path, FingerprintParams.from_dict(params))
+        return path, process_file(
+            path, FingerprintParams.from_dict(params), max_episode_s=max_episode_s
+        )
     except DecodeError as exc:
         return path, str(exc)
 
@@ -125,8 +234,12 @@ class IndexReport:
     elapsed_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # Indexed, but their audio ends before their header says (reported as bad input).
+    truncated: list[tuple[str, str]] = field(default_factory=list)
     transcribed: int = 0
     segments: int = 0
+    # Segments in the library graph when this run rebuilt it (0: unchanged, or none needed).
+    library_graph: int = 0
 
 
 def _stat(mf: MediaFile) -> tuple[int, int]:
@@ -143,8 +256,15 @@ def index_library(
     progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
     transcripts: TranscriptSide | None = None,
     transcript_progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+    allow_empty: bool = False,
+    max_episode_s: float = DEFAULT_MAX_EPISODE_S,
 ) -> IndexReport:
     """Index every season under ``media_root`` into one shard per season in ``snapshot_dir``.
+
+    Old shards are verified before anything of theirs is reused (a damaged one is rebuilt
+    from the media alone). A media root that lost all or most of the files of the last build
+    (an unmounted disk, an emptied folder) is refused before anything is changed, unless
+    ``allow_empty``.
 
     Parameters
     ----------
@@ -157,18 +277,37 @@ def index_library(
         (and a season left unchanged keeps whatever segments it had).
     transcript_progress : callable, optional
         Like ``progress``, over the files being transcribed.
+    allow_empty : bool
+        Index even a media root that holds none or few of the files of the last build: the
+        seasons gone from it lose their shards.
+    max_episode_s : float
+        Longer files are reported and not indexed (6 hours by default).
+
+    Raises
+    ------
+    MediaRootEmptiedError
+        The media root lost all or most of its files since the last build (nothing changed).
+    FileNotFoundError
+        The media root is not a directory.
     """
     started = time.perf_counter()
     root = Path(media_root).resolve()
     out = Path(snapshot_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Shards half written by an index or a step that was killed (their writers hold no lock).
+    remove_dead_temps(out, ".*.lmdb.*.tmp")
     scan = scan_media(root)
     report = IndexReport(skipped=list(scan.skipped))
 
     old: dict[str, Any] = {}
+    damaged: list[Path] = []
     for p in shard_paths(out):
         try:
             shard = open_shard(p)
+        except CorruptShardError as exc:
+            damaged.append(p)
+            report.failures.append((p.name, f"damaged shard is rebuilt from the media: {exc}"))
+            continue
         except SnapshotError as exc:
             report.failures.append((p.name, f"unreadable shard is rebuilt: {exc}"))
             continue
@@ -176,6 +315,23 @@ def index_library(
             shard.close()
             continue
         old[shard.season] = shard
+    try:
+        _check_not_emptied(root, out, scan, old, allow_empty=allow_empty)
+        # Only a shard that verifies (every checksum, every count) lends its hashes and
+        # segments to the rebuild: a damaged one is rebuilt from the media alone.
+        for season, shard in list(old.items()):
+            problems = shard.verify()
+            if problems:
+                shard.close()
+                del old[season]
+                damaged.append(shard.path)
+                report.failures.append(
+                    (shard.path.name, f"damaged shard is rebuilt from the media: {problems[0]}")
+                )
+    except BaseException:
+        for shard in old.values():
+            shard.close()
+        raise
 
     plans: dict[str, dict[str, Any]] = {}
     todo: list[MediaFile] = []
@@ -186,7 +342,13 @@ def index_library(
         prev_fail = {
             f["source"]: f for f in (shard.meta["extra"].get("failures", []) if same_params else [])
         }
-        plan: dict[str, Any] = {"files": files, "reuse": {}, "failed": {}, "decode": []}
+        prev_truncated = {
+            f["source"]: f
+            for f in (shard.meta["extra"].get("truncated", []) if same_params else [])
+        }
+        plan: dict[str, Any] = {
+            "files": files, "reuse": {}, "failed": {}, "decode": [], "truncated": {},
+        }  # fmt: skip
         for mf in files:
             size, mtime = _stat(mf)
             hit = prev.get(mf.source)
@@ -198,6 +360,9 @@ def index_library(
                 and hit[1].episode_id == mf.episode_id
             ):
                 plan["reuse"][mf.source] = hit
+                cut = prev_truncated.get(mf.source)
+                if cut and cut["size"] == size and cut["mtime_ns"] == mtime:
+                    plan["truncated"][mf.source] = cut
             elif fail and fail["size"] == size and fail["mtime_ns"] == mtime:
                 plan["failed"][mf.source] = fail["reason"]
             else:
@@ -216,23 +381,28 @@ def index_library(
             and len(plan["reuse"]) == len(shard.episodes)
             and set(plan["failed"]) == set(prev_fail)
             and (transcripts is None or plan["old_segments"] is not None)
+            # Segments of an older format (no ANN graph) are carried into a rewritten shard.
+            and not needs_rebuild(shard.meta.get("segments"))
         )
         if unchanged:
             report.seasons_unchanged.append(season)
             report.failures.extend((s, r) for s, r in plan["failed"].items())
+            report.truncated.extend((s, t["reason"]) for s, t in plan["truncated"].items())
             continue
         plans[season] = plan
         todo.extend(plan["decode"])
 
     results: dict[str, Processed | str] = {}
-    items = [(str(mf.path), params.to_dict()) for mf in todo]
+    items = [(str(mf.path), params.to_dict(), max_episode_s) for mf in todo]
     workers = max(1, min(jobs or os.cpu_count() or 1, len(items)))
     if items:
         if workers == 1:
             it: Iterable[tuple[str, Processed | str]] = map(_work, items)
             pool = None
         else:
-            pool = ProcessPoolExecutor(max_workers=workers)
+            pool = ProcessPoolExecutor(
+                max_workers=workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+            )
             it = pool.map(_work, items, chunksize=1)
         try:
             for path, res in progress(it, len(items)) if progress else it:
@@ -263,6 +433,7 @@ def index_library(
         episodes: list[Episode] = []
         hashes: list[Hashes] = []
         failures: list[dict[str, Any]] = []
+        truncated: list[dict[str, Any]] = []
         tables: list[SegmentTable] = []
         for mf in plan["files"]:
             size, mtime = _stat(mf)
@@ -275,6 +446,9 @@ def index_library(
                     _add_spoken(report, tables, spoken, mf, len(episodes))
                 episodes.append(e)
                 hashes.append(shard.postings.episode_hashes(i))
+                if mf.source in plan["truncated"]:
+                    truncated.append(plan["truncated"][mf.source])
+                    report.truncated.append((mf.source, plan["truncated"][mf.source]["reason"]))
                 report.reused += 1
                 report.audio_s += e.duration_s
                 continue
@@ -303,13 +477,17 @@ def index_library(
                         )
                     )
                     hashes.append(res.hashes)
+                    if res.truncated:
+                        report.truncated.append((mf.source, res.truncated))
+                        truncated.append({"source": mf.source, "size": size, "mtime_ns": mtime,
+                                          "reason": res.truncated})  # fmt: skip
                     continue
                 reason = res
             report.failures.append((mf.source, reason))
             failures.append(
                 {"source": mf.source, "size": size, "mtime_ns": mtime, "reason": reason}
             )
-        extra = {"media_root": str(root), "failures": failures}
+        extra = {"media_root": str(root), "failures": failures, "truncated": truncated}
         segments = None
         if transcripts is not None:
             dim = next((t.dim for t in tables), 0) or _embedder_dim(transcripts)
@@ -331,8 +509,36 @@ def index_library(
         if season not in scan.seasons:
             shard_path(out, season).unlink(missing_ok=True)
             report.seasons_removed.append(season)
+    for p in damaged:
+        if p.stem not in scan.seasons:
+            p.unlink(missing_ok=True)
+            report.seasons_removed.append(p.stem)
+    if transcripts is not None or report.seasons_built or report.seasons_removed:
+        report.library_graph = _refresh_library_graph(out)
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+def _refresh_library_graph(out: Path) -> int:
+    """Rebuild the snapshot's library graph (snapshot/library_graph.py) unless it still fits
+    the shards; remove it when the library is too small for one. Its segment count when it
+    was rebuilt, else 0."""
+    from .snapshot.library_graph import (
+        build_library_graph,
+        library_graph_current,
+        remove_library_graph,
+    )
+
+    try:
+        snap = Snapshot.open(out)
+    except SnapshotError:
+        remove_library_graph(out)
+        return 0
+    with snap:
+        if library_graph_current(snap):
+            return 0
+        info = build_library_graph(snap)
+    return int(info["n"]) if info else 0
 
 
 def _transcribe(side: TranscriptSide, mf: MediaFile) -> SegmentTable | str:

@@ -8,8 +8,10 @@ an episode.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,8 +103,32 @@ class Scan:
         return [f for files in self.seasons.values() for f in files]
 
 
+def _entries(folder: Path, scan: Scan, rel: Callable[[Path], str]) -> list[Path]:
+    """The visible entries of ``folder``, sorted; symbolic links that lead nowhere (a loop,
+    a dangling link) are reported as skipped instead."""
+    out = []
+    for p in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if p.is_symlink():
+            try:
+                p.stat()
+            except OSError as exc:
+                why = "a symbolic link loop" if exc.errno == errno.ELOOP else (
+                    "a symbolic link to nothing" if exc.errno == errno.ENOENT else f"unreadable: {exc.strerror}"
+                )  # fmt: skip
+                scan.skipped.append((rel(p), why))
+                continue
+        out.append(p)
+    return out
+
+
 def scan_media(root: str | os.PathLike[str]) -> Scan:
-    """List the episodes under ``root``; raises ``FileNotFoundError`` if it is not a directory."""
+    """List the episodes under ``root``; raises ``FileNotFoundError`` if it is not a directory.
+
+    What is left out is listed in ``Scan.skipped`` with the reason: media files outside a
+    season folder, folders without a season number, season folders without media files,
+    shows without season folders, symbolic link loops and links to nothing, episode numbers
+    claimed twice.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: media root is not a directory")
@@ -111,12 +137,13 @@ def scan_media(root: str | os.PathLike[str]) -> Scan:
     def rel(p: Path) -> str:
         return p.relative_to(root).as_posix()
 
-    for show_dir in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+    for show_dir in _entries(root, scan, rel):
         if not show_dir.is_dir():
             if show_dir.suffix.lower() in MEDIA_EXTENSIONS:
                 scan.skipped.append((rel(show_dir), "not inside <show>/<season folder>/"))
             continue
-        for season_dir in sorted(p for p in show_dir.iterdir() if not p.name.startswith(".")):
+        seasons_found = 0
+        for season_dir in _entries(show_dir, scan, rel):
             if not season_dir.is_dir():
                 if season_dir.suffix.lower() in MEDIA_EXTENSIONS:
                     scan.skipped.append((rel(season_dir), "not inside a season folder"))
@@ -127,13 +154,14 @@ def scan_media(root: str | os.PathLike[str]) -> Scan:
                     (rel(season_dir), "folder name has no season number (like 'Season 1' or 'S01')")
                 )
                 continue
-            files = sorted(
+            seasons_found += 1
+            files = [
                 p
-                for p in season_dir.iterdir()
-                if p.is_file()
-                and not p.name.startswith(".")
-                and p.suffix.lower() in MEDIA_EXTENSIONS
-            )
+                for p in _entries(season_dir, scan, rel)
+                if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS
+            ]
+            if not files:
+                scan.skipped.append((rel(season_dir), "season folder holds no media files"))
             claimed: dict[int, MediaFile] = {}
             for order, path in enumerate(files, start=1):
                 parsed = episode_numbers(path.name)
@@ -148,4 +176,6 @@ def scan_media(root: str | os.PathLike[str]) -> Scan:
             if claimed:
                 season_files = [claimed[k] for k in sorted(claimed)]
                 scan.seasons.setdefault(season_files[0].season_id, []).extend(season_files)
+        if not seasons_found:
+            scan.skipped.append((rel(show_dir), "show folder holds no season folders"))
     return scan

@@ -87,6 +87,43 @@ def pgvector_url(pgvector_server) -> Iterator[str]:  # type: ignore[no-untyped-d
 
 
 # ----------------------------------------------------------------------------------------------
+# Redis: the local server, one logical database per test, claimed with a lock file so that
+# test sessions running side by side on one machine (two checkouts, a CI run and a developer)
+# never share a Celery queue.
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+@pytest.fixture
+def redis_broker() -> Iterator[str]:
+    """The URL of an empty Redis database (1-15) no other test session holds; flushed after."""
+    import fcntl
+
+    import redis
+
+    for db in range(1, 16):
+        lock = open(Path(tempfile.gettempdir()) / f"citywok-redis-db-{db}.lock", "w")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
+        try:
+            try:
+                redis.Redis.from_url(url).flushdb()  # no task left over from an earlier run
+            except redis.exceptions.ConnectionError as exc:
+                pytest.fail(f"this test needs Redis on {REDIS_HOST}:{REDIS_PORT}: {exc}")
+            yield url
+            with contextlib.suppress(redis.exceptions.ConnectionError):
+                redis.Redis.from_url(url).flushdb()
+        finally:
+            lock.close()
+        return
+    pytest.fail("every Redis database 1-15 is held by another test session on this machine")
+
+
+# ----------------------------------------------------------------------------------------------
 # SeaweedFS: one real S3 server per session, on free ports, with credentials.
 
 S3_KEY, S3_SECRET = "citywok-test-key", "citywok-test-secret"

@@ -13,20 +13,6 @@ from citywok_pipeline.cli import main
 REPO = Path(__file__).resolve().parents[1]
 CITYWOK = Path(sys.executable).parent / "citywok"
 COMMANDS = sorted(main.commands)
-DAGSTER_FREE_CORE = (
-    "citywok_pipeline.fingerprint",
-    "citywok_pipeline.snapshot",
-    "citywok_pipeline.library",
-    "citywok_pipeline.indexer",
-    "citywok_pipeline.transcripts",
-    "citywok_pipeline.transcripts.transcriber",
-    "citywok_pipeline.transcripts.search",
-    "citywok_pipeline.transcripts.postgres",
-    "citywok_pipeline.publishing",
-    "citywok_pipeline.serving",
-    "citywok_pipeline.youtube",
-    "citywok_pipeline.files",
-)
 
 
 def citywok(*args: str) -> subprocess.CompletedProcess[str]:
@@ -68,21 +54,3 @@ def test_every_command_has_help(command: str) -> None:
 def test_every_command_is_documented_in_the_readme(command: str) -> None:
     readme = (REPO / "README.md").read_text()
     assert f"citywok {command} " in readme
-
-
-@pytest.mark.parametrize("module", DAGSTER_FREE_CORE)
-def test_the_core_imports_without_dagster(module: str) -> None:
-    code = (
-        f"import {module}, sys; "
-        "loaded = sorted(m for m in sys.modules if m == 'dagster' or m.startswith('dagster.')); "
-        "assert not loaded, loaded"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr

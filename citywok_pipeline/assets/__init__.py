@@ -15,13 +15,23 @@ from .publishing import (
 from .snapshots import season_snapshot, season_snapshot_verifies
 from .transcript_segments import transcript_segments
 from .transcripts import transcript
+from .youtube import youtube_listing
+
+# The per-video assets; transcript_segments (kind postgres) joins only when a database is
+# configured.
+VIDEO_ASSETS = dg.AssetSelection.assets(
+    raw_audio, fingerprints, transcript, segment_embeddings
+) | dg.AssetSelection.kind("postgres")
 
 video_job = dg.define_asset_job(
     "video_job",
-    # transcript_segments (kind postgres) joins only when a database is configured.
-    selection=dg.AssetSelection.assets(raw_audio, fingerprints, transcript, segment_embeddings)
-    | dg.AssetSelection.kind("postgres"),
+    selection=VIDEO_ASSETS,
     description="Decode, fingerprint, transcribe and embed one video.",
+)
+youtube_listing_job = dg.define_asset_job(
+    "youtube_listing_job",
+    selection=dg.AssetSelection.assets(youtube_listing),
+    description="List every configured YouTube channel in full (yt-dlp) for the channel sync sensor.",
 )
 season_snapshot_job = dg.define_asset_job(
     "season_snapshot_job",
@@ -37,9 +47,10 @@ ASSETS = [
     segment_embeddings,
     season_snapshot,
     published_version,
+    youtube_listing,
 ]
 ASSET_CHECKS = [season_snapshot_verifies]
-JOBS = [video_job, season_snapshot_job, publish_job, prune_versions_job]
+JOBS = [video_job, season_snapshot_job, publish_job, prune_versions_job, youtube_listing_job]
 PUBLISHING_SCHEDULES = [prune_versions_schedule]
 
 __all__ = [
@@ -47,6 +58,7 @@ __all__ = [
     "ASSET_CHECKS",
     "JOBS",
     "PUBLISHING_SCHEDULES",
+    "VIDEO_ASSETS",
     "fingerprints",
     "publish_job",
     "published_version",
@@ -61,4 +73,6 @@ __all__ = [
     "transcript_segments",
     "video_job",
     "video_partitions",
+    "youtube_listing",
+    "youtube_listing_job",
 ]

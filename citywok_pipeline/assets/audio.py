@@ -2,6 +2,7 @@
 
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +17,46 @@ from ..youtube import is_youtube_episode, video_id_of
 from .partitions import AUDIO_CODE_VERSION, PARAMS, RETRY, raw_audio_key, video_partitions
 from .youtube import youtube_audio_file
 
-source_media = dg.AssetSpec(
-    "source_media",
-    description="The video's media file in the media source, observed by media_scan_sensor.",
+
+@dg.observable_source_asset(
+    description="The video's media file (in a season folder, or a YouTube video), observed by media_scan_sensor.",
     partitions_def=video_partitions,
     group_name="videos",
-    kinds={"file"},
+    tags={"dagster/kind/file": ""},
 )
+def source_media(
+    context: dg.OpExecutionContext, media: SeasonFoldersResource, catalog: CatalogResource
+) -> dg.DataVersionsByPartition:
+    # What media_scan_sensor and youtube_uploads_sensor report for each video they find; run
+    # by hand ("Observe sources"), it observes every partition at once.
+    versions = {
+        v.episode_id: v.source_uri
+        for v in catalog.open().videos()
+        if is_youtube_episode(v.episode_id)
+    }
+    versions.update({f.episode_id: f"{f.size}-{f.mtime_ns}" for f in media.scan().files})
+    known = set(context.instance.get_dynamic_partitions(video_partitions.name))
+    return dg.DataVersionsByPartition(
+        {eid: dg.DataVersion(v) for eid, v in versions.items() if eid in known}
+    )
 
 
-def known_video(catalog: Catalog, episode_id: str) -> VideoRecord:
-    """The catalog's record of a present video, or a Failure that says what to do."""
+def known_video(catalog: Catalog, context: dg.AssetExecutionContext) -> VideoRecord | None:
+    """The catalog's record of the partition's present video.
+
+    None for an orphan partition (one the catalog does not hold: made with "Add a partition"
+    in the UI): the step yields nothing, so the run succeeds with nothing materialised and
+    the asset's status is not turned to failed; media_scan_sensor deletes the partition. A
+    video removed from the media source fails with the reason.
+    """
+    episode_id = context.partition_key
     video = catalog.video(episode_id)
     if video is None:
-        raise dg.Failure(
-            description=f"{episode_id}: not in the catalog; media_scan_sensor adds videos it finds",
-            allow_retries=False,
+        context.log.warning(
+            f"{episode_id}: orphan partition, not in the catalog: skipped (media_scan_sensor "
+            "deletes it; sensors add videos with their catalog record)"
         )
+        return None
     if video.removed:
         raise dg.Failure(
             description=f"{episode_id}: {video.source} was removed from the media source at {video.removed_at}",
@@ -48,6 +72,7 @@ def known_video(catalog: Catalog, episode_id: str) -> VideoRecord:
     group_name="videos",
     kinds={"ffmpeg", "flac"},
     retry_policy=RETRY,
+    output_required=False,  # an orphan partition yields nothing (see known_video)
 )
 def raw_audio(
     context: dg.AssetExecutionContext,
@@ -55,10 +80,12 @@ def raw_audio(
     catalog: CatalogResource,
     artefacts: ArtefactStore,
     youtube: YouTubeResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """The video's soundtrack, decoded once to mono 16-bit FLAC at the fingerprint sample rate."""
     cat = catalog.open()
-    video = known_video(cat, context.partition_key)
+    video = known_video(cat, context)
+    if video is None:
+        return
     with tempfile.TemporaryDirectory(prefix="citywok-audio-") as work:
         if is_youtube_episode(video.episode_id):
             path, fetched = youtube_audio_file(context, youtube, artefacts, video, Path(work))
@@ -68,7 +95,7 @@ def raw_audio(
     if fetched.get("downloaded"):
         # Only once the audio is stored: an interrupted run downloads again.
         youtube.archive.add(video_id_of(video.episode_id))
-    return result
+    yield result
 
 
 def _decode_and_store(

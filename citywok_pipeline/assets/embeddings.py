@@ -1,11 +1,13 @@
 """Sentence embeddings of each video's transcript segments."""
 
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 
 from ..artefacts import ArtefactFormatError
-from ..resources import ArtefactNotFoundError, ArtefactStore, CatalogResource
+from ..blobstore import BlobNotFoundError
+from ..resources import ArtefactStore, CatalogResource
 from ..resources.embedder import EmbedderResource
 from ..transcripts.artefact import pack_transcript, unpack_transcript
 from ..transcripts.embeddings import embed_transcript, pack_embeddings
@@ -30,6 +32,7 @@ from .transcripts import transcript
     group_name="videos",
     kinds={"pytorch", "numpy"},
     retry_policy=RETRY,
+    output_required=False,  # an orphan partition yields nothing (see known_video)
     pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
 )
@@ -38,14 +41,16 @@ def segment_embeddings(
     catalog: CatalogResource,
     artefacts: ArtefactStore,
     embedder: EmbedderResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """One unit vector per transcript segment, stored with the segment's times and text."""
     cat = catalog.open()
-    video = known_video(cat, context.partition_key)
+    video = known_video(cat, context)
+    if video is None:
+        return
     key = transcript_key(video.episode_id)
     try:
         result = unpack_transcript(artefacts.get(key), label=artefacts.uri(key))
-    except ArtefactNotFoundError as exc:
+    except BlobNotFoundError as exc:
         raise dg.Failure(
             description=f"{video.episode_id}: no transcript ({exc}); materialise transcript first",
             allow_retries=False,
@@ -73,7 +78,7 @@ def segment_embeddings(
     blob, version = pack_embeddings(embedded)
     stored = artefacts.put(segment_embeddings_key(video.episode_id), blob)
     cat.record_embeddings(video.episode_id, version=version)
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
             "segments": len(embedded),

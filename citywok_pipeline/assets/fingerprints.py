@@ -1,13 +1,15 @@
 """Landmark fingerprints of each video."""
 
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 
 from ..artefacts import expected_postings, pack_fingerprints, params_version
+from ..blobstore import BlobNotFoundError
 from ..fingerprint.audio import DecodeError, decode
 from ..fingerprint.matcher import fingerprint
-from ..resources import ArtefactNotFoundError, ArtefactStore, CatalogResource
+from ..resources import ArtefactStore, CatalogResource
 from .audio import known_video, raw_audio
 from .partitions import (
     FINGERPRINTS_CODE_VERSION,
@@ -26,17 +28,20 @@ from .partitions import (
     group_name="videos",
     kinds={"numpy"},
     retry_policy=RETRY,
+    output_required=False,  # an orphan partition yields nothing (see known_video)
 )
 def fingerprints(
     context: dg.AssetExecutionContext, catalog: CatalogResource, artefacts: ArtefactStore
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """The video's landmark hashes and anchor times, packed and zstd-compressed."""
     cat = catalog.open()
-    video = known_video(cat, context.partition_key)
+    video = known_video(cat, context)
+    if video is None:
+        return
     key = raw_audio_key(video.episode_id)
     try:
         flac = artefacts.get(key)
-    except ArtefactNotFoundError as exc:
+    except BlobNotFoundError as exc:
         raise dg.Failure(
             description=f"{video.episode_id}: no raw audio ({exc}); materialise raw_audio first",
             allow_retries=False,
@@ -55,7 +60,7 @@ def fingerprints(
     stored = artefacts.put(fingerprints_key(video.episode_id), blob)
     cat.record_fingerprints(video.episode_id, version=version)
     duration_s = samples.size / PARAMS.sample_rate
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
             "hashes": len(hashes),

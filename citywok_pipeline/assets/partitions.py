@@ -19,8 +19,9 @@ PARAMS: FingerprintParams = DEFAULT_PARAMS
 # depends only on the sample rate (and its own format), the rest on every parameter.
 AUDIO_CODE_VERSION = f"flac16-{PARAMS.sample_rate}hz-1"
 FINGERPRINTS_CODE_VERSION = f"fp{PARAMS.version}-{params_version(PARAMS)}-1"
-# 2: shards hold the season's transcript segments and their vectors.
-SNAPSHOT_CODE_VERSION = f"shard-{params_version(PARAMS)}-2"
+# 2: shards hold the season's transcript segments and their vectors; 3: and their ANN graph
+# and BM25 weights (segment format 2).
+SNAPSHOT_CODE_VERSION = f"shard-{params_version(PARAMS)}-3"
 
 RETRY = dg.RetryPolicy(max_retries=2, delay=2.0, backoff=dg.Backoff.EXPONENTIAL)
 
@@ -72,5 +73,8 @@ def segment_embeddings_key(episode_id: str) -> str:
     return f"segment_embeddings/{episode_id}.cwse.zst"
 
 
+SHARDS_PREFIX = "shards/"
+
+
 def shard_key(season: str) -> str:
-    return f"shards/{season}.lmdb"
+    return f"{SHARDS_PREFIX}{season}.lmdb"

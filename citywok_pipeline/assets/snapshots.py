@@ -2,29 +2,27 @@
 videos, and its check."""
 
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
 from ..artefacts import ArtefactFormatError, data_version, unpack_fingerprints
-from ..catalog import fingerprints_of
+from ..blobstore import BlobNotFoundError
+from ..catalog import SeasonBuild, VideoRecord, fingerprints_of
 from ..fingerprint.hashes import Hashes
 from ..fingerprint.records import Episode
-from ..resources import (
-    ArtefactNotFoundError,
-    ArtefactStore,
-    CatalogResource,
-    SeasonFoldersResource,
-    SnapshotDirectoryResource,
-)
-from ..snapshot import SnapshotError, open_shard, verify_shard, write_shard
+from ..resources import ArtefactStore, CatalogResource, SnapshotDirectoryResource
+from ..snapshot import SnapshotError, open_shard, shard_path, verify_shard, write_shard
 from ..snapshot.segments import SegmentTable
 from ..transcripts.embeddings import SegmentEmbeddings, pack_embeddings, unpack_embeddings
 from .embeddings import segment_embeddings
 from .fingerprints import fingerprints
 from .partitions import (
     PARAMS,
+    RETRY,
     SNAPSHOT_CODE_VERSION,
     fingerprints_key,
     season_partitions,
@@ -43,6 +41,8 @@ from .partitions import (
         dg.AssetDep(segment_embeddings, partition_mapping=dg.AllPartitionMapping()),
     ],
     code_version=SNAPSHOT_CODE_VERSION,
+    # A lost catalog or store connection is retried; unusable inputs fail without retries.
+    retry_policy=RETRY,
     group_name="seasons",
     kinds={"lmdb"},
 )
@@ -51,25 +51,43 @@ def season_snapshot(
     catalog: CatalogResource,
     artefacts: ArtefactStore,
     snapshots: SnapshotDirectoryResource,
-    media: SeasonFoldersResource,
 ) -> dg.MaterializeResult:
     """The season's LMDB shard: its present videos' fingerprints, transcript segments and vectors."""
     season = context.partition_key
     cat = catalog.open()
     started = time.perf_counter()
+    key = shard_key(season)
+    videos = cat.videos(season=season)
+    ready = [v for v in videos if v.fingerprints_version]
+    pending = [v.episode_id for v in videos if not v.fingerprints_version]
+    metadata: dict[str, object] = {"pending_videos": dg.MetadataValue.json(pending)}
+
+    # What the catalog says goes in; a build of exactly that, whose shard is stored, is not
+    # repeated: nothing is read or written (the same inputs would give the same bytes).
+    wanted = {v.episode_id: v.input_version or "" for v in ready}
+    version = _shard_version([_episode(v) for v in ready], wanted)
+    last = cat.season_builds().get(season)
+    if (
+        last is not None
+        and last.shard_version == version
+        and last.inputs == wanted
+        and (not wanted or artefacts.exists(key))
+    ):
+        if wanted:
+            snapshots.keep_if_missing(season, artefacts.open(), key)
+        metadata.update(videos=dg.MetadataValue.json(wanted), video_count=len(wanted))
+        metadata.update(unchanged=True, build_s=_since(started))
+        return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
+
     episodes: list[Episode] = []
     hashes: list[Hashes] = []
     inputs: dict[str, str] = {}
     embedded: list[SegmentEmbeddings] = []
-    pending: list[str] = []
-    for v in cat.videos(season=season):
-        if not v.fingerprints_version:
-            pending.append(v.episode_id)
-            continue
-        key = fingerprints_key(v.episode_id)
+    for v in ready:
+        fp_key = fingerprints_key(v.episode_id)
         try:
-            stored = unpack_fingerprints(artefacts.get(key), label=artefacts.uri(key))
-        except (ArtefactNotFoundError, ArtefactFormatError) as exc:
+            stored = unpack_fingerprints(artefacts.get(fp_key), label=artefacts.uri(fp_key))
+        except (BlobNotFoundError, ArtefactFormatError) as exc:
             raise dg.Failure(
                 description=f"{season}: fingerprints of {v.episode_id} are unusable ({exc}); "
                 "re-materialise fingerprints for that video",
@@ -81,70 +99,81 @@ def season_snapshot(
                 "re-materialise fingerprints for the season's videos",
                 allow_retries=False,
             )
-        episodes.append(
-            Episode(
-                episode_id=v.episode_id, season=season, show=v.show,
-                season_number=v.season_number, episode_number=v.episode_number,
-                source=v.source, title=v.title, duration_s=float(v.duration_s or 0.0),
-                sha256=v.sha256 or "", size=v.size, mtime_ns=v.mtime_ns,
-            )
-        )  # fmt: skip
+        episodes.append(_episode(v))
         hashes.append(stored.hashes)
         inputs[v.episode_id] = stored.data_version
         if v.embeddings_version:
-            seg = _embeddings(artefacts, season, v.episode_id)
-            embedded.append(seg)
+            embedded.append(_embeddings(artefacts, season, v.episode_id))
             inputs[v.episode_id] = v.input_version or stored.data_version
 
-    path = snapshots.shard(season)
-    version = data_version(
+    # What the store holds may be newer than what the catalog said: the shard records that.
+    version = _shard_version(episodes, inputs)
+    metadata.update(videos=dg.MetadataValue.json(inputs), video_count=len(inputs))
+    if episodes:
+        extra = {"failures": [], "videos": inputs, "data_version": version}
+        segments = _segment_table(season, episodes, embedded)
+        # Built in this step's own temp folder, then stored: no later step reads local disk.
+        with tempfile.TemporaryDirectory(prefix="citywok-shard-") as tmp:
+            path = shard_path(tmp, season)
+            info = write_shard(
+                path, season=season, episodes=episodes, hashes=hashes, params=PARAMS,
+                extra=extra, segments=segments, built_at=_built_at(ready),
+            )  # fmt: skip
+            stored_shard = artefacts.put(key, path)
+        local = snapshots.keep(season, artefacts.open(), key)
+        metadata.update(
+            postings=info.n_postings,
+            shard_bytes=info.size_bytes,
+            sha256=stored_shard.sha256,
+            hours=dg.MetadataValue.float(round(sum(e.duration_s for e in episodes) / 3600, 4)),
+            segments=len(segments) if segments is not None else 0,
+            embedding_model=segments.model if segments is not None else "",
+            artefact=dg.MetadataValue.url(stored_shard.uri),
+            **({"shard": dg.MetadataValue.path(str(local))} if local else {}),
+        )
+    else:
+        # Every video of the season is gone (or none has fingerprints yet): so is its shard.
+        artefacts.delete(key)
+        snapshots.drop(season)
+        metadata.update(postings=0, shard_bytes=0, segments=0)
+    metadata.update(unchanged=False, build_s=_since(started))
+    cat.record_season_build(season, inputs=inputs, shard_version=version)
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
+
+
+def _episode(v: VideoRecord) -> Episode:
+    return Episode(
+        episode_id=v.episode_id, season=v.season, show=v.show,
+        season_number=v.season_number, episode_number=v.episode_number,
+        source=v.source, title=v.title, duration_s=float(v.duration_s or 0.0),
+        sha256=v.sha256 or "", size=v.size, mtime_ns=v.mtime_ns,
+    )  # fmt: skip
+
+
+def _shard_version(episodes: list[Episode], inputs: dict[str, str]) -> str:
+    return data_version(
         PARAMS.to_json(),
         json.dumps([e.to_dict() for e in episodes], sort_keys=True),
         json.dumps(inputs, sort_keys=True),
     )
-    metadata: dict[str, object] = {
-        "videos": dg.MetadataValue.json(inputs),
-        "video_count": len(inputs),
-        "pending_videos": dg.MetadataValue.json(pending),
-    }
-    if episodes:
-        extra = {
-            "media_root": str(media.path.resolve()),
-            "failures": [],
-            "videos": inputs,
-            "data_version": version,
-            "built_by": {"dagster_run_id": context.run.run_id},
-        }
-        segments = _segment_table(season, episodes, embedded)
-        info = write_shard(
-            path, season=season, episodes=episodes, hashes=hashes, params=PARAMS, extra=extra,
-            segments=segments,
-        )  # fmt: skip
-        stored_shard = artefacts.put_file(shard_key(season), path)
-        metadata.update(
-            postings=info.n_postings,
-            shard_bytes=info.size_bytes,
-            hours=dg.MetadataValue.float(round(sum(e.duration_s for e in episodes) / 3600, 4)),
-            segments=len(segments) if segments is not None else 0,
-            embedding_model=segments.model if segments is not None else "",
-            shard=dg.MetadataValue.path(str(path)),
-            artefact=dg.MetadataValue.url(stored_shard.uri),
-        )
-    else:
-        # Every video of the season is gone (or none has fingerprints yet): so is its shard.
-        path.unlink(missing_ok=True)
-        artefacts.delete(shard_key(season))
-        metadata.update(postings=0, shard_bytes=0, segments=0)
-    metadata["build_s"] = dg.MetadataValue.float(round(time.perf_counter() - started, 3))
-    cat.record_season_build(season, inputs=inputs, shard_version=version)
-    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata)
+
+
+def _built_at(videos: list[VideoRecord]) -> str:
+    """When the newest of the shard's source files was found or changed: a time that follows
+    from the inputs, so that a rebuild of the same inputs gives the same bytes."""
+    newest = max(v.changed_at for v in videos)
+    return newest[:19] + "Z"
+
+
+def _since(started: float) -> dg.FloatMetadataValue:
+    return dg.MetadataValue.float(round(time.perf_counter() - started, 3))
 
 
 def _embeddings(artefacts: ArtefactStore, season: str, episode_id: str) -> SegmentEmbeddings:
     key = segment_embeddings_key(episode_id)
     try:
         return unpack_embeddings(artefacts.get(key), label=artefacts.uri(key))
-    except (ArtefactNotFoundError, ValueError) as exc:
+    except (BlobNotFoundError, ValueError) as exc:
         raise dg.Failure(
             description=f"{season}: segment embeddings of {episode_id} are unusable ({exc}); "
             "re-materialise segment_embeddings for that video",
@@ -189,20 +218,34 @@ def season_snapshot_verifies(
     context: dg.AssetCheckExecutionContext,
     catalog: CatalogResource,
     artefacts: ArtefactStore,
-    snapshots: SnapshotDirectoryResource,
 ) -> dg.AssetCheckResult:
-    """The shard passes `citywok verify` and holds exactly its videos' fingerprint postings and transcript segments."""
+    """The stored shard passes `citywok verify` and holds exactly its videos' fingerprint postings and transcript segments."""
     season = context.partition_key
     build = catalog.open().season_builds().get(season)
-    path = snapshots.shard(season)
+    key = shard_key(season)
     if build is None:
         return dg.AssetCheckResult(passed=False, description=f"{season}: never built")
     if not build.inputs:
+        stored = artefacts.exists(key)
         return dg.AssetCheckResult(
-            passed=not path.exists(),
+            passed=not stored,
             description="no video with fingerprints: the season has no shard",
-            metadata={"shard_exists": path.exists()},
+            metadata={"shard_exists": stored},
         )
+    # The shard as stored, fetched into this step's own temp folder.
+    with tempfile.TemporaryDirectory(prefix="citywok-check-") as tmp:
+        path = shard_path(tmp, season)
+        try:
+            with open(path, "wb") as f:
+                artefacts.open().download(key, f)
+        except BlobNotFoundError as exc:
+            return dg.AssetCheckResult(passed=False, description=f"{season}: {exc}")
+        return _verify_stored_shard(path, season, build, artefacts)
+
+
+def _verify_stored_shard(
+    path: Path, season: str, build: SeasonBuild, artefacts: ArtefactStore
+) -> dg.AssetCheckResult:
     problems = verify_shard(path)
     expected_total = actual_total = expected_segments = actual_segments = 0
     stale: list[str] = []
@@ -249,7 +292,7 @@ def season_snapshot_verifies(
                                 f"{e.episode_id}: {int(per_episode[i])} segments in the shard, "
                                 f"{len(emb)} in its segment embeddings"
                             )
-            except (ArtefactNotFoundError, ArtefactFormatError, dg.Failure) as exc:
+            except (BlobNotFoundError, ArtefactFormatError, dg.Failure) as exc:
                 problems.append(str(exc))
             finally:
                 shard.close()

@@ -1,11 +1,13 @@
 """Each video's transcript segments in the transcript database (present when one is configured)."""
 
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 
 from ..artefacts import ArtefactFormatError
-from ..resources import ArtefactNotFoundError, ArtefactStore, CatalogResource
+from ..blobstore import BlobNotFoundError
+from ..resources import ArtefactStore, CatalogResource
 from ..resources.postgres import PostgresResource
 from ..transcripts.artefact import unpack_transcript
 from ..transcripts.embeddings import unpack_embeddings
@@ -26,21 +28,24 @@ TRANSCRIPT_SEGMENTS_CODE_VERSION = "pgvector-1"
     group_name="videos",
     kinds={"postgres"},
     retry_policy=RETRY,
+    output_required=False,  # an orphan partition yields nothing (see known_video)
 )
 def transcript_segments(
     context: dg.AssetExecutionContext,
     catalog: CatalogResource,
     artefacts: ArtefactStore,
     database: PostgresResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """The video's segments and their vectors in Postgres (pgvector), replacing earlier rows."""
-    video = known_video(catalog.open(), context.partition_key)
+    video = known_video(catalog.open(), context)
+    if video is None:
+        return
     episode = video.episode_id
     try:
         t_key, e_key = transcript_key(episode), segment_embeddings_key(episode)
         spoken = unpack_transcript(artefacts.get(t_key), label=artefacts.uri(t_key))
         embedded = unpack_embeddings(artefacts.get(e_key), label=artefacts.uri(e_key))
-    except ArtefactNotFoundError as exc:
+    except BlobNotFoundError as exc:
         raise dg.Failure(
             description=f"{episode}: {exc}; materialise transcript and segment_embeddings first",
             allow_retries=False,
@@ -77,7 +82,7 @@ def transcript_segments(
     except TranscriptError as exc:  # a schema that refuses these vectors: retrying cannot help
         raise dg.Failure(description=f"{episode}: {exc}", allow_retries=False) from exc
     elapsed = time.perf_counter() - started
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "segments": written.segments,
             "rows_replaced": written.replaced,

@@ -1,11 +1,13 @@
 """The transcript of each video: segments with word times, from its raw audio."""
 
 import time
+from collections.abc import Iterator
 
 import dagster as dg
 
+from ..blobstore import BlobNotFoundError
 from ..fingerprint.audio import DecodeError, decode
-from ..resources import ArtefactNotFoundError, ArtefactStore, CatalogResource
+from ..resources import ArtefactStore, CatalogResource
 from ..resources.transcriber import TranscriberResource
 from ..transcripts import TranscriptError
 from ..transcripts.artefact import pack_transcript
@@ -29,6 +31,7 @@ from .partitions import (
     group_name="videos",
     kinds={"whisper"},
     retry_policy=RETRY,
+    output_required=False,  # an orphan partition yields nothing (see known_video)
     pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
 )
@@ -37,13 +40,15 @@ def transcript(
     catalog: CatalogResource,
     artefacts: ArtefactStore,
     transcriber: TranscriberResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """The video's speech as text: language, segments with word times and speakers when known."""
-    video = known_video(catalog.open(), context.partition_key)
+    video = known_video(catalog.open(), context)
+    if video is None:
+        return
     key = raw_audio_key(video.episode_id)
     try:
         flac = artefacts.get(key)
-    except ArtefactNotFoundError as exc:
+    except BlobNotFoundError as exc:
         raise dg.Failure(
             description=f"{video.episode_id}: no raw audio ({exc}); materialise raw_audio first",
             allow_retries=False,
@@ -68,7 +73,7 @@ def transcript(
     blob, version = pack_transcript(result)
     stored = artefacts.put(transcript_key(video.episode_id), blob)
     speakers = sorted({s.speaker for s in result.segments if s.speaker})
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
             "model": result.model,

@@ -1,15 +1,20 @@
-"""Where a YouTube video's audio comes from: yt-dlp, or the raw audio already stored."""
-
-from __future__ import annotations
+"""YouTube in the pipeline: the channel listing job, and where a video's audio comes from
+(yt-dlp, or the raw audio already stored)."""
 
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from ..catalog import VideoRecord
+from ..catalog import VideoRecord, utc_now
 from ..resources import ArtefactStore, YouTubeResource
-from ..youtube import DownloadError, RateLimitedError, VideoUnavailableError, video_id_of
+from ..youtube import (
+    DownloadError,
+    RateLimitedError,
+    VideoUnavailableError,
+    listing_to_json,
+    video_id_of,
+)
 from .partitions import raw_audio_key
 
 # A rate-limited download is retried this many times (each after the resource's back-off)
@@ -62,3 +67,46 @@ def youtube_audio_file(
         "download_format": got.format,
         "extractor": got.extractor,
     }
+
+
+# yt-dlp's guidance is a few hundred requests an hour: one listing at a time per deployment
+# (the embedded instance runs every pool one step at a time; see the README for production).
+YOUTUBE_POOL = "youtube"
+
+
+def listing_key(channel_id: str) -> str:
+    """Where a channel's latest good listing is stored (``listing_to_json``)."""
+    return f"youtube/listings/{channel_id}.json"
+
+
+@dg.asset(group_name="youtube", kinds={"youtube"}, pool=YOUTUBE_POOL)
+def youtube_listing(
+    context: dg.AssetExecutionContext, youtube: YouTubeResource, artefacts: ArtefactStore
+) -> dg.MaterializeResult:
+    """Every configured channel's full list of videos, through yt-dlp; youtube_channel_sync_sensor reads it."""
+    listed: dict[str, int] = {}
+    failed: dict[str, str] = {}
+    for cid in youtube.channel_ids():
+        try:
+            uploads = youtube.listing(cid)
+        except DownloadError as exc:  # a rate limit or bot check is one too
+            failed[cid] = exc.reason
+            context.log.warning(f"{cid}: cannot list the channel, kept its last listing: {exc}")
+            continue
+        artefacts.put(listing_key(cid), listing_to_json(cid, uploads, listed_at=utc_now()))
+        listed[cid] = len(uploads)
+        context.log.info(f"{cid}: {len(uploads)} video(s) listed")
+    metadata = {
+        "channels": len(listed) + len(failed),
+        "videos": sum(listed.values()),
+        "listed": dg.MetadataValue.json(listed),
+        "failed": dg.MetadataValue.json(failed),
+    }
+    if failed:
+        # The listings that worked are stored; the failed channels keep their previous one.
+        raise dg.Failure(
+            description="; ".join(f"{cid}: listing failed: {why}" for cid, why in failed.items()),
+            metadata=metadata,
+            allow_retries=False,
+        )
+    return dg.MaterializeResult(metadata=metadata)

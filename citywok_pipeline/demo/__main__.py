@@ -42,7 +42,7 @@ def materialise(home: Path, media: Path) -> bool:
 
     from ..definitions import build_definitions, resources_for
     from ..embedded import prepare_dagster_home, run_pipeline_once
-    from ..resources import LocalArtefactStore, SeasonFoldersResource
+    from ..resources import ArtefactStore, SeasonFoldersResource
 
     # The embedded defaults (local folders under CITYWOK_HOME, packaged CPU models), whatever
     # the environment says, with the demo library as the media source.
@@ -50,7 +50,7 @@ def materialise(home: Path, media: Path) -> bool:
         {
             **resources_for({}),
             "media": SeasonFoldersResource(root=str(media)),
-            "artefacts": LocalArtefactStore(),
+            "artefacts": ArtefactStore(),
         }
     )
     started = time.perf_counter()

@@ -1,8 +1,10 @@
-"""Degradations a query clip suffers between a TV and the matcher: noise, codecs, phones, rooms.
+"""Degradations a query clip suffers between a TV and the matcher: noise, codecs, phones, rooms,
+and the changes of speed, pitch and tempo that broadcasts, re-uploads and players make.
 
 Each function takes and returns mono float32 audio at the caller's sample rate, and keeps the
 clip aligned with its source (sample 0 stays sample 0), so a benchmark can check the offset the
-matcher reports as well as the episode. :data:`DEGRADATIONS` holds the named presets.
+matcher reports as well as the episode. :data:`DEGRADATIONS` holds the named presets and
+:data:`CHANGES` says how the ones that change speed, pitch or tempo change them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from functools import lru_cache
 from math import gcd
 
 import numpy as np
-from scipy.signal import butter, fftconvolve, resample_poly, sosfiltfilt
+from scipy.signal import butter, fftconvolve, resample_poly, sosfilt, sosfiltfilt
 
 from citywok_pipeline.fingerprint.params import ParameterError
 
@@ -204,6 +206,134 @@ def speed(samples: np.ndarray, sr: int, *, factor: float) -> np.ndarray:
     return _fit_length(y, round(len(x) / factor)).astype(np.float32)
 
 
+def pitch_shift(samples: np.ndarray, sr: int, *, semitones: float) -> np.ndarray:
+    """Shift the pitch by ``semitones`` at the same tempo (ffmpeg's ``rubberband`` filter), as a
+    re-upload does to dodge content matching.
+
+    The filter's output lags its input by less than 20 ms (measured on noise bursts), well
+    inside the matcher's offset tolerance, so the clip is not re-aligned.
+
+    Parameters
+    ----------
+    semitones : float
+        In ``[-12, 12]``; +1 raises every frequency by ``2 ** (1 / 12)``, about 5.9 %.
+
+    Returns
+    -------
+    np.ndarray
+        float32, same shape as ``samples``.
+    """
+    x = _check(samples, sr)
+    if not -12.0 <= semitones <= 12.0:
+        raise ParameterError(f"semitones must be in [-12, 12], got {semitones}")
+    y = _ffmpeg_filter(x, sr, f"rubberband=pitch={2.0 ** (semitones / 12.0):.6f}")
+    return _fit_length(y, len(x)).astype(np.float32)
+
+
+def tempo(samples: np.ndarray, sr: int, *, factor: float, method: str = "atempo") -> np.ndarray:
+    """Play ``factor`` times faster at the same pitch (a player's 1.25x, a sped-up short).
+
+    Parameters
+    ----------
+    factor : float
+        In ``[0.5, 2]``; 1.25 makes the clip a fifth shorter.
+    method : str
+        ``atempo`` (ffmpeg's WSOLA time stretch, what players use) or ``rubberband`` (a phase
+        vocoder). Either lags its input by less than 35 ms, so the clip is not re-aligned.
+
+    Returns
+    -------
+    np.ndarray
+        float32, shape ``(round(n / factor),)``.
+    """
+    x = _check(samples, sr)
+    if not 0.5 <= factor <= 2.0:
+        raise ParameterError(f"tempo factor must be in [0.5, 2], got {factor}")
+    if method not in ("atempo", "rubberband"):
+        raise ParameterError(f"tempo method must be atempo or rubberband, got {method!r}")
+    spec = f"atempo={factor:.6f}" if method == "atempo" else f"rubberband=tempo={factor:.6f}"
+    return _fit_length(_ffmpeg_filter(x, sr, spec), round(len(x) / factor)).astype(np.float32)
+
+
+def room_impulse_response(sr: int, *, rt60_s: float, rng: np.random.Generator) -> np.ndarray:
+    """A living room's impulse response, made up: the direct sound, early reflections, a tail.
+
+    The direct sound is a unit impulse at t=0 (so a clip stays aligned). Six early reflections
+    (walls, floor, ceiling, the TV stand) arrive between 2 and 40 ms with gains 0.25-0.7, each
+    smaller than the last, half of them inverted. From 5 ms a diffuse tail of Gaussian noise
+    decays 60 dB in ``rt60_s``, losing its highs faster than its lows (walls and air absorb
+    them): the tail is low-passed more strongly as it goes on, by a mix of a bright and a dull
+    copy. Its level gives a direct-to-reverberant ratio between -3 and +3 dB: a phone a metre
+    or two from the set, about the critical distance of such a room.
+
+    Returns
+    -------
+    np.ndarray
+        float64, shape ``(round(1.2 * rt60_s * sr),)``.
+    """
+    if rt60_s <= 0:
+        raise ParameterError(f"rt60_s must be positive, got {rt60_s}")
+    n = round(1.2 * rt60_s * sr)
+    t = np.arange(n) / sr
+    tail = rng.standard_normal(n) * np.exp(-6.91 * t / rt60_s)  # ln(1000): -60 dB at rt60_s
+    if sr > 2 * 2500:
+        dull = sosfilt(butter(2, 2500.0, fs=sr, output="sos"), tail)
+        fade = np.clip(t / rt60_s, 0.0, 1.0)
+        tail = (1.0 - fade) * tail + fade * dull
+    tail[: int(0.005 * sr)] = 0.0
+    tail *= np.sqrt(10 ** (-rng.uniform(-3.0, 3.0) / 10) / np.sum(np.square(tail)))
+    ir = tail
+    ir[0] = 1.0
+    delays = np.sort(rng.uniform(0.002, 0.040, 6))
+    gains = np.sort(rng.uniform(0.25, 0.7, 6))[::-1] * rng.choice([-1.0, 1.0], 6)
+    for d, g in zip(delays, gains, strict=True):
+        ir[max(1, round(d * sr))] += g
+    return ir
+
+
+def loudspeaker_room(
+    samples: np.ndarray,
+    sr: int,
+    *,
+    rng: np.random.Generator,
+    rt60_s: tuple[float, float] = (0.3, 0.8),
+    snr_db: tuple[float, float] = (10.0, 15.0),
+) -> np.ndarray:
+    """A phone recording a TV's loudspeaker across a room.
+
+    The loudspeaker and the phone's microphone pass 150-7000 Hz (a 4th-order zero-phase
+    band-pass; at rates where 7000 Hz is past Nyquist, only the high-pass); the room adds
+    :func:`room_impulse_response` with an RT60 drawn from ``rt60_s``; the room's own noise
+    (pink, like ventilation and traffic, with a little mains hum) is added at an SNR drawn from
+    ``snr_db``.
+
+    Returns
+    -------
+    np.ndarray
+        float32, same shape as ``samples``.
+    """
+    x = _check(samples, sr).astype(np.float64)
+    if np.mean(np.square(x)) == 0.0:
+        raise ParameterError("loudspeaker_room needs a clip that is not silent (SNR is undefined)")
+    hi = 7000.0 if sr > 2 * 7000.0 * 1.05 else None
+    band = (
+        butter(4, [150.0, hi], btype="bandpass", fs=sr, output="sos")
+        if hi
+        else butter(4, 150.0, btype="highpass", fs=sr, output="sos")
+    )
+    y = sosfiltfilt(band, x)
+    ir = room_impulse_response(sr, rt60_s=float(rng.uniform(*rt60_s)), rng=rng)
+    y = fftconvolve(y, ir)[: len(x)]
+    y *= np.sqrt(np.mean(np.square(x)) / np.mean(np.square(y)))  # the phone's level control
+    noise = _pink_noise(len(x), rng)
+    t = np.arange(len(x)) / sr
+    noise += 0.1 * np.sin(2 * np.pi * 50.0 * t + rng.uniform(0, 2 * np.pi))
+    noise *= np.sqrt(
+        np.mean(np.square(y)) / 10 ** (rng.uniform(*snr_db) / 10) / np.mean(np.square(noise))
+    )
+    return (y + noise).astype(np.float32)
+
+
 DEGRADATIONS: dict[str, Degradation] = {
     "clean": lambda x, sr, rng: _check(x, sr).copy(),
     "noise_10db": lambda x, sr, rng: white_noise(x, sr, snr_db=10.0, rng=rng),
@@ -213,8 +343,34 @@ DEGRADATIONS: dict[str, Degradation] = {
     "reverb": lambda x, sr, rng: reverb(x, sr, rng=rng),
     "gain_-18db": lambda x, sr, rng: gain(x, sr, db=-18.0),
     "speed_+1pct": lambda x, sr, rng: speed(x, sr, factor=1.01),
+    "speed_+2pct": lambda x, sr, rng: speed(x, sr, factor=1.02),
+    "speed_-2pct": lambda x, sr, rng: speed(x, sr, factor=0.98),
+    "speed_+4.17pct": lambda x, sr, rng: speed(x, sr, factor=25 / 24),
+    "speed_-4pct": lambda x, sr, rng: speed(x, sr, factor=0.96),
+    "pitch_+1st": lambda x, sr, rng: pitch_shift(x, sr, semitones=1.0),
+    "pitch_-1st": lambda x, sr, rng: pitch_shift(x, sr, semitones=-1.0),
+    "tempo_1.25x": lambda x, sr, rng: tempo(x, sr, factor=1.25),
+    "tempo_0.8x": lambda x, sr, rng: tempo(x, sr, factor=0.8),
+    "loudspeaker_room": lambda x, sr, rng: loudspeaker_room(x, sr, rng=rng),
 }
-"""Named presets, each ``f(samples, sr, rng) -> samples``; only ``speed_+1pct`` changes length."""
+"""Named presets, each ``f(samples, sr, rng) -> samples``. The usual degradations first (noise,
+codec, phone line, reverb, gain), then the changes of speed, pitch and tempo (:data:`CHANGES`),
+then a loudspeaker in a room."""
+
+CHANGES: dict[str, tuple[float, float, float]] = {
+    "speed_+1pct": (1.01, 0.0, 1.0),
+    "speed_+2pct": (1.02, 0.0, 1.0),
+    "speed_-2pct": (0.98, 0.0, 1.0),
+    "speed_+4.17pct": (25 / 24, 0.0, 1.0),
+    "speed_-4pct": (0.96, 0.0, 1.0),
+    "pitch_+1st": (1.0, 1.0, 1.0),
+    "pitch_-1st": (1.0, -1.0, 1.0),
+    "tempo_1.25x": (1.0, 0.0, 1.25),
+    "tempo_0.8x": (1.0, 0.0, 0.8),
+}
+"""``(speed, pitch in semitones, tempo)`` of the presets that change them (the others keep
+``(1, 0, 1)``), as :class:`~citywok_pipeline.fingerprint.records.Match` reports them; a clip
+plays ``speed * tempo`` times as fast as its source."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,6 +390,23 @@ def _check(samples: np.ndarray, sr: int) -> np.ndarray:
 
 def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
     return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
+
+
+def _pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise with power falling 3 dB per octave (1/f), unit variance."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(spectrum.size, dtype=np.float64)
+    spectrum /= np.sqrt(np.maximum(f, 1.0))
+    y = np.fft.irfft(spectrum, n)
+    return y / np.std(y)
+
+
+def _ffmpeg_filter(x: np.ndarray, sr: int, spec: str) -> np.ndarray:
+    cmd = [
+        "ffmpeg", "-nostdin", "-v", "error", "-f", "f32le", "-ar", str(sr), "-ac", "1",
+        "-i", "pipe:0", "-af", spec, "-ar", str(sr), "-ac", "1", "-f", "f32le", "pipe:1",
+    ]  # fmt: skip
+    return np.frombuffer(_run(cmd, np.ascontiguousarray(x, dtype="<f4").tobytes()), dtype="<f4")
 
 
 def _mu_law_encode(x: np.ndarray, mu: int = 255) -> np.ndarray:

@@ -47,6 +47,8 @@ SHOW_NAMES = (
 _DOMAIN_INTRO = 1
 _DOMAIN_EPISODE = 2
 _DOMAIN_UNSEEN = 3
+_DOMAIN_REMIX = 4
+_DOMAIN_REVOICE = 5
 
 _SPEECH_RMS = 0.1
 _INTRO_RMS = 0.12
@@ -239,6 +241,28 @@ def generate_library(
     RuntimeError
         When ffmpeg (or, with ``speech``, espeak-ng) is missing or fails.
     """
+    return _write_library(
+        root, shows=shows, seasons=seasons, episodes=episodes, duration_s=duration_s,
+        intro_s=intro_s, seed=seed, formats=formats, speech=speech, progress=progress, remix=0,
+    )  # fmt: skip
+
+
+def _write_library(
+    root: Path,
+    *,
+    shows: int,
+    seasons: int,
+    episodes: int,
+    duration_s: float,
+    intro_s: float,
+    seed: int,
+    formats: Sequence[str],
+    speech: bool,
+    progress: bool,
+    remix: int,
+    bed_db: tuple[float, float] = (10.0, 15.0),
+    revoice: int = 0,
+) -> list[GeneratedEpisode]:
     _check_durations(duration_s=duration_s, intro_s=intro_s)
     _check_seed(seed)
     if min(shows, seasons, episodes) < 1:
@@ -258,20 +282,32 @@ def generate_library(
             for episode in range(1, episodes + 1):
                 jobs.append((show_index, season, episode, formats[len(jobs) % len(formats)]))
 
-    intros = [render_intro_samples(show_index=i, intro_s=intro_s, seed=seed) for i in range(shows)]
+    intros = (
+        []
+        if remix
+        else [render_intro_samples(show_index=i, intro_s=intro_s, seed=seed) for i in range(shows)]
+    )
+    n_intro = round(intro_s * SAMPLE_RATE)
 
     def make(job: tuple[int, int, int, str]) -> GeneratedEpisode:
         show_index, season, episode, fmt = job
         show = show_name(show_index)
-        samples = _render_episode(
-            intros[show_index],
-            show_index=show_index,
-            season=season,
-            episode=episode,
-            duration_s=duration_s,
-            seed=seed,
-            speech=speech,
-        )
+        if remix:
+            samples = _render_remixed(
+                show_index=show_index, season=season, episode=episode,
+                duration_s=duration_s, intro_s=intro_s, seed=seed, remix=remix, bed_db=bed_db,
+                revoice=revoice,
+            )  # fmt: skip
+        else:
+            samples = _render_episode(
+                intros[show_index],
+                show_index=show_index,
+                season=season,
+                episode=episode,
+                duration_s=duration_s,
+                seed=seed,
+                speech=speech,
+            )
         path = root / show / f"Season {season:02d}" / f"{show} - S{season:02d}E{episode:02d}.{fmt}"
         encode(samples, path, sample_rate=SAMPLE_RATE)
         return GeneratedEpisode(
@@ -280,7 +316,7 @@ def generate_library(
             episode=episode,
             path=path,
             duration_s=len(samples) / SAMPLE_RATE,
-            intro_s=len(intros[show_index]) / SAMPLE_RATE,
+            intro_s=n_intro / SAMPLE_RATE,
         )
 
     # Threads suffice: the work is espeak-ng and ffmpeg subprocesses plus numpy, which release
@@ -294,6 +330,89 @@ def generate_library(
             results.append(generated)
             bar.update(1)
     return results
+
+
+def generate_remixed_library(
+    root: Path,
+    *,
+    shows: int = 2,
+    seasons: int = 1,
+    episodes: int = 3,
+    duration_s: float = 40.0,
+    intro_s: float = 8.0,
+    seed: int = 0,
+    remix: int = 1,
+    bed_db: tuple[float, float] = (10.0, 15.0),
+    revoice: int = 0,
+    formats: Sequence[str] = ("mp3",),
+    progress: bool = False,
+) -> list[GeneratedEpisode]:
+    """The library :func:`generate_library` writes with the same arguments, each episode
+    with its dialogue kept sample for sample and its music replaced: other music under the
+    dialogue and another theme over the intro, as streaming versions whose music licences
+    ran out, dubbed or re-mixed uploads are.
+
+    ``remix`` (at least 1) picks the replacement music; ``bed_db`` how far under the
+    dialogue it sits, in dB (drawn per episode from this range; the originals' beds are 10-15
+    dB under, a re-mixed upload's often louder). ``revoice`` (0: the dialogue kept sample for
+    sample) re-records the dialogue instead, as a dub in the same language or new ADR would:
+    the same lines, each starting at the same second, said by other voices (another cast
+    for each ``revoice``), so the words are the episode's and the audio is not (the
+    fingerprint finds nothing in it). Every other parameter is
+    :func:`generate_library`'s, and the same tree of names is written under ``root`` (give
+    another root than the original's). Returns what was written, in the same order.
+    """
+    _check_remix(remix, bed_db, revoice)
+    return _write_library(
+        root, shows=shows, seasons=seasons, episodes=episodes, duration_s=duration_s,
+        intro_s=intro_s, seed=seed, formats=formats, speech=True, progress=progress,
+        remix=remix, bed_db=bed_db, revoice=revoice,
+    )  # fmt: skip
+
+
+def render_remixed_episode_samples(
+    *,
+    show_index: int,
+    season: int,
+    episode: int,
+    duration_s: float,
+    intro_s: float,
+    seed: int,
+    remix: int = 1,
+    bed_db: tuple[float, float] = (10.0, 15.0),
+    revoice: int = 0,
+) -> np.ndarray:
+    """The samples :func:`generate_remixed_library` encodes for one episode: the dialogue of
+    :func:`render_episode_samples` (or, with ``revoice``, its lines said by other voices)
+    over other music. float32 at :data:`SAMPLE_RATE`."""
+    _check_durations(duration_s=duration_s, intro_s=intro_s)
+    _check_seed(seed)
+    _check_remix(remix, bed_db, revoice)
+    return _render_remixed(
+        show_index=show_index, season=season, episode=episode, duration_s=duration_s,
+        intro_s=intro_s, seed=seed, remix=remix, bed_db=bed_db, revoice=revoice,
+    )  # fmt: skip
+
+
+def render_dialogue_samples(
+    *,
+    show_index: int,
+    season: int,
+    episode: int,
+    duration_s: float,
+    intro_s: float,
+    seed: int,
+) -> np.ndarray:
+    """The dialogue alone of one episode (silence under the intro and between lines), the
+    stem that :func:`render_episode_samples` and :func:`render_remixed_episode_samples`
+    share. float32 at :data:`SAMPLE_RATE`, the episode's length."""
+    _check_durations(duration_s=duration_s, intro_s=intro_s)
+    _check_seed(seed)
+    n = round(duration_s * SAMPLE_RATE)
+    n_intro = round(intro_s * SAMPLE_RATE)
+    rng = np.random.default_rng([seed, _DOMAIN_EPISODE, show_index, season, episode])
+    _, dialogue = _render_stems(rng, n - n_intro, speech=True, words=_LIBRARY_WORDS)
+    return np.concatenate([np.zeros(n_intro), dialogue]).astype(np.float32)
 
 
 def generate_unseen_audio(path: Path, *, duration_s: float, seed: int) -> Path:
@@ -451,23 +570,93 @@ def _render_episode(
     return np.concatenate([intro.astype(np.float32), content])
 
 
+def _render_remixed(
+    *,
+    show_index: int,
+    season: int,
+    episode: int,
+    duration_s: float,
+    intro_s: float,
+    seed: int,
+    remix: int,
+    bed_db: tuple[float, float],
+    revoice: int = 0,
+) -> np.ndarray:
+    n = round(duration_s * SAMPLE_RATE)
+    n_intro = round(intro_s * SAMPLE_RATE)
+    # The original's stream, drawn in the original's order: the same dialogue, sample for
+    # sample (its music bed is drawn only to keep the stream in step, then dropped).
+    rng = np.random.default_rng([seed, _DOMAIN_EPISODE, show_index, season, episode])
+    placed: list[tuple[int, str, int]] = []
+    _, dialogue = _render_stems(rng, n - n_intro, speech=True, words=_LIBRARY_WORDS, placed=placed)
+    if revoice:
+        voices = np.random.default_rng(
+            [seed, _DOMAIN_REVOICE, revoice, show_index, season, episode]
+        )
+        dialogue = _revoice(placed, n - n_intro, voices)
+    other = np.random.default_rng([seed, _DOMAIN_REMIX, remix, show_index, season, episode])
+    bed = _render_bed(other, n - n_intro, bed_db)
+    intro = np.zeros(0, np.float32)
+    if n_intro:
+        # Another theme: the licence for the title music went with the rest.
+        theme = _render_music(
+            other, n_intro, SAMPLE_RATE, tempo_bpm=(118.0, 140.0), lead_gain=1.0, drum_prob=1.0
+        )
+        intro = _fade(
+            _normalise(theme, rms=_INTRO_RMS),
+            SAMPLE_RATE,
+            fade_in_s=0.05,
+            fade_out_s=min(0.5, intro_s / 4),
+        ).astype(np.float32)
+    return np.concatenate([intro, _mix(bed, dialogue)])
+
+
 def _render_content(
     rng: np.random.Generator, n: int, *, speech: bool, words: _Vocabulary
 ) -> np.ndarray:
     """Dialogue over background music, ``n`` samples, float32."""
+    bed, dialogue = _render_stems(rng, n, speech=speech, words=words)
+    return _mix(bed, dialogue)
+
+
+def _render_stems(
+    rng: np.random.Generator,
+    n: int,
+    *,
+    speech: bool,
+    words: _Vocabulary,
+    placed: list[tuple[int, str, int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The music bed (at its level in the mix) and the dialogue, ``n`` samples each; each
+    line's ``(start, text, length)`` in samples is appended to ``placed`` when given."""
+    sr = SAMPLE_RATE
+    bed = _render_bed(rng, n)
+    dialogue = _render_dialogue(rng, n, sr, words=words, placed=placed) if speech else np.zeros(n)
+    return bed, dialogue
+
+
+def _render_bed(
+    rng: np.random.Generator, n: int, bed_db: tuple[float, float] = (10.0, 15.0)
+) -> np.ndarray:
     sr = SAMPLE_RATE
     music = _render_music(rng, n, sr, tempo_bpm=(76.0, 126.0), lead_gain=0.6, drum_prob=0.7)
     # TV mixes keep the music bed 10-15 dB under the dialogue.
-    music_rms = _SPEECH_RMS * 10 ** (-rng.uniform(10.0, 15.0) / 20)
-    mix = _fade(_normalise(music, rms=music_rms), sr, fade_in_s=0.2, fade_out_s=0.0)
-    if speech:
-        mix += _render_dialogue(rng, n, sr, words=words)
+    music_rms = _SPEECH_RMS * 10 ** (-rng.uniform(*bed_db) / 20)
+    return _fade(_normalise(music, rms=music_rms), sr, fade_in_s=0.2, fade_out_s=0.0)
+
+
+def _mix(bed: np.ndarray, dialogue: np.ndarray) -> np.ndarray:
     # The levels keep peaks well under full scale; the clip only guards a freak sum.
-    return np.clip(mix, -1.0, 1.0).astype(np.float32)
+    return np.clip(bed + dialogue, -1.0, 1.0).astype(np.float32)
 
 
 def _render_dialogue(
-    rng: np.random.Generator, n: int, sr: int, *, words: _Vocabulary
+    rng: np.random.Generator,
+    n: int,
+    sr: int,
+    *,
+    words: _Vocabulary,
+    placed: list[tuple[int, str, int]] | None = None,
 ) -> np.ndarray:
     out = np.zeros(n)
     cast = [_random_character(rng) for _ in range(int(rng.integers(2, 4)))]
@@ -487,7 +676,7 @@ def _render_dialogue(
                     text = _sentence(rng, words)
                 said.add(text)
                 lines.append(_Line(cast[int(rng.integers(len(cast)))], text))
-            for clip in _speak(lines, sr, Path(tmp)):
+            for line, clip in zip(lines, _speak(lines, sr, Path(tmp)), strict=True):
                 if pos >= n - sr:
                     break
                 room = n - pos
@@ -495,8 +684,48 @@ def _render_dialogue(
                     # A line cut off by the end of the episode, as an edit would cut it.
                     clip = _fade(clip[:room], sr, fade_in_s=0.0, fade_out_s=0.05)
                 out[pos : pos + len(clip)] += clip
+                if placed is not None:
+                    placed.append((pos, line.text, len(clip)))
                 pos += len(clip) + int(rng.uniform(0.25, 1.2) * sr)
     return out
+
+
+def _revoice(
+    placed: Sequence[tuple[int, str, int]], n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The lines ``placed`` (start, text, length) said again by another cast, each from the
+    same sample; a line that would run into the next is said again faster, then cut."""
+    sr = SAMPLE_RATE
+    out = np.zeros(n)
+    cast = [_random_character(rng) for _ in range(int(rng.integers(2, 4)))]
+    lines = [_Line(cast[int(rng.integers(len(cast)))], text) for _, text, _ in placed]
+    room = [
+        (placed[i + 1][0] if i + 1 < len(placed) else n) - pos - int(0.1 * sr)
+        for i, (pos, _, _) in enumerate(placed)
+    ]
+    with tempfile.TemporaryDirectory(prefix="citywok-revoice-") as tmp:
+        clips = _speak(lines, sr, Path(tmp))
+        slow = [i for i, clip in enumerate(clips) if len(clip) > room[i]]
+        faster = [
+            _Line(
+                _faster(lines[i].character, len(clips[i]) / max(room[i], 1)),
+                lines[i].text,
+            )
+            for i in slow
+        ]
+        for i, clip in zip(slow, _speak(faster, sr, Path(tmp)), strict=True):
+            clips[i] = clip
+    for (pos, _, _), clip, space in zip(placed, clips, room, strict=True):
+        if len(clip) > space:
+            clip = _fade(clip[: max(space, 0)], sr, fade_in_s=0.0, fade_out_s=0.05)
+        out[pos : pos + len(clip)] += clip
+    return out
+
+
+def _faster(character: _Character, factor: float) -> _Character:
+    """``character`` speaking ``factor`` times as fast (a little more, within espeak-ng's range)."""
+    wpm = min(450, int(np.ceil(character.words_per_minute * factor * 1.05)))
+    return _Character(character.voice, wpm, character.pitch, character.gain_db)
 
 
 def _random_character(rng: np.random.Generator) -> _Character:
@@ -768,6 +997,18 @@ def _check_durations(*, duration_s: float, intro_s: float) -> None:
         raise ParameterError(f"duration_s must be positive, got {duration_s}")
     if not 0 <= intro_s < duration_s:
         raise ParameterError(f"intro_s must be in [0, duration_s), got {intro_s} for {duration_s}")
+
+
+def _check_remix(remix: int, bed_db: tuple[float, float], revoice: int = 0) -> None:
+    if revoice < 0:
+        raise ParameterError(f"revoice must be 0 (the dialogue kept) or more, got {revoice}")
+    if remix < 1:
+        raise ParameterError(f"remix must be at least 1 (0 is the original), got {remix}")
+    low, high = bed_db
+    if not -20.0 <= low <= high <= 40.0:
+        raise ParameterError(
+            f"bed_db must be a range (low, high) within [-20, 40] dB, got {bed_db}"
+        )
 
 
 def _check_seed(seed: int) -> None:

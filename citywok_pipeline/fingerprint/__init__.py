@@ -2,7 +2,15 @@
 
 from .hashes import Hashes, hash_peaks, pack, unpack
 from .index import PostingArrays, build_postings
-from .matcher import DEFAULT_MATCH_PARAMS, MatchParams, Searchable, fingerprint, match_samples
+from .matcher import (
+    DEFAULT_MATCH_PARAMS,
+    MatchParams,
+    Pass,
+    Searchable,
+    fingerprint,
+    match_samples,
+    passes,
+)
 from .params import DEFAULT_PARAMS, FingerprintParams, ParameterError
 from .peaks import find_peaks, find_peaks_reference
 from .records import Episode, Match, MatchResult
@@ -18,6 +26,7 @@ __all__ = [
     "MatchParams",
     "MatchResult",
     "ParameterError",
+    "Pass",
     "PostingArrays",
     "Searchable",
     "build_postings",
@@ -27,6 +36,7 @@ __all__ = [
     "hash_peaks",
     "match_samples",
     "pack",
+    "passes",
     "spectrogram",
     "unpack",
 ]

@@ -63,7 +63,8 @@ def hash_peaks(
     *,
     params: FingerprintParams,
     fanout: int | None = None,
-    speed: float = 1.0,
+    time_factor: float = 1.0,
+    freq_factor: float = 1.0,
 ) -> Hashes:
     """Pair each anchor peak with the next ``fanout`` peaks in its target zone and hash them.
 
@@ -74,10 +75,13 @@ def hash_peaks(
     params : FingerprintParams
     fanout : int, optional
         Targets per anchor; ``params.fanout`` by default (queries use more).
-    speed : float
-        Undo a playback speed-up of this factor before hashing: times are multiplied by it
-        and frequencies divided by it, so audio played 1% fast hashes with ``speed=1.01``
-        like the original.
+    time_factor, freq_factor : float
+        Undo a change of the audio before hashing: times are multiplied by ``time_factor``
+        and frequencies divided by ``freq_factor``. Audio played 1% fast (resampled: pitch
+        follows) hashes with ``time_factor=freq_factor=1.01`` like the original; audio
+        pitch-shifted up a semitone at the same tempo with ``freq_factor=2 ** (1 / 12)``;
+        audio time-stretched to play 1.25 times faster at the same pitch with
+        ``time_factor=1.25``.
 
     Returns
     -------
@@ -88,8 +92,10 @@ def hash_peaks(
     n = peaks.size
     if n < 2:
         return Hashes(np.zeros(0, np.uint32), np.zeros(0, np.float32))
-    t = peaks["t"].astype(np.float64) * speed
-    f = np.rint(peaks["f"].astype(np.float64) / speed)
+    t = peaks["t"].astype(np.float64) * time_factor
+    # Peaks are in band bins; a frequency factor scales the absolute frequency.
+    lo = params.bin_range[0]
+    f = np.rint((peaks["f"].astype(np.float64) + lo) / freq_factor - lo)
     order = np.argsort(t, kind="stable")
     t, f = t[order], f[order]
     # Candidate targets: the next `width` peaks in time; enough to fill the fan-out after

@@ -279,12 +279,21 @@ class StackedPostings:
         One per shard.
     bases : sequence of int
         The global index of each shard's first episode (hits report global episodes).
+    sizes : sequence of int, optional
+        Each shard's number of episodes: a hit naming an episode beyond it (from a damaged
+        shard not yet checked) is dropped, never given to another shard's episode.
     """
 
-    def __init__(self, parts: Sequence[PostingArrays], bases: Sequence[int]) -> None:
-        if len(parts) != len(bases):
-            raise ParameterError("one episode base per part is needed")
+    def __init__(
+        self,
+        parts: Sequence[PostingArrays],
+        bases: Sequence[int],
+        sizes: Sequence[int] | None = None,
+    ) -> None:
+        if len(parts) != len(bases) or (sizes is not None and len(sizes) != len(parts)):
+            raise ParameterError("one episode base (and size) per part is needed")
         self.bases = np.asarray(bases, dtype=np.int64)
+        self._sizes = None if sizes is None else np.asarray(sizes, dtype=np.int64)
         self._off_bits = np.array([p.off_bits for p in parts], dtype=np.int64)
         self._packed = [p.packed for p in parts]
         self._offsets: list[np.ndarray] = []
@@ -358,7 +367,8 @@ class StackedPostings:
             Query index, global episode index (its part's base added) and anchor frame.
         """
         part, qi, lo, hi = self._present(query)
-        counts = hi - lo
+        # Never negative, even from the offsets of a damaged shard (np.repeat would raise).
+        counts = np.maximum(hi - lo, 0)
         if max_hits is not None and qi.size:
             per_key = np.bincount(qi, weights=counts, minlength=len(query)).astype(np.int64)
             keep = rarest_keys(per_key, max_hits)[qi]
@@ -378,9 +388,15 @@ class StackedPostings:
                 np.take(postings, pos[a:b], out=packed[a:b], mode="clip")
         # The fields of each (key, part) entry, then spread over its hits.
         shift = np.repeat(self._off_bits[part], counts)
-        episode = (packed >> shift) + np.repeat(self.bases[part], counts)
+        local = packed >> shift
         frame = packed & ((np.int64(1) << shift) - 1)
-        return np.repeat(qi, counts), episode, frame
+        hit_part = np.repeat(part, counts)
+        qi_hits = np.repeat(qi, counts)
+        if self._sizes is not None:
+            ok = local < self._sizes[hit_part]
+            if not ok.all():
+                local, frame, hit_part, qi_hits = local[ok], frame[ok], hit_part[ok], qi_hits[ok]
+        return qi_hits, local + self.bases[hit_part], frame
 
 
 def lookup_part_by_part(

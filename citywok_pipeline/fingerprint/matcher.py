@@ -2,6 +2,12 @@
 
 How a clip is matched
 ---------------------
+The cascade is a list of named passes (:class:`Pass`: ``quick``, ``whole``, ``dense``, then
+``speed xF``, ``pitch +S``, ``tempo xF``; :func:`passes` lists them), cheapest first; each
+returns a :class:`PassResult`, and the clip's answer comes from the strongest one, its
+confidence computed once at the end over every pass tried (``MatchResult.passes`` names
+them).
+
 1. A quick pass first: the clip's peaks are picked like the index's, and each anchor is
    paired with only its first ``quick_fanout`` targets (half the index's): a subset of the
    hashes the index holds for the same audio, so half the lookups find most of the
@@ -20,18 +26,44 @@ How a clip is matched
    A cell's evidence is the number of distinct query instants (anchor frames) among its
    votes: the peaks of one chord all pair with the same targets and would otherwise turn a
    single coincidence into many votes.
-3. Speed changes: hashes are formed again with times and frequencies rescaled by a few
-   factors (``speeds``); the factor whose best cell wins is the clip's playback speed. The
-   unit factor runs first and the others only when it is not conclusive.
+3. Changes of speed, pitch and tempo: a search over factors. A pass hashes the clip's peaks
+   with times multiplied by a time factor and frequencies divided by a frequency factor
+   (:class:`Pass`), undoing a speed change (both factors), a pitch shift (frequency) or a
+   time stretch (time). The grids (``SPEEDS``, ``PITCHES``, ``TEMPOS``): speed ±5% and pitch
+   ±1 semitone (and a twelfth) in steps of 0.5% of frequency, tempo 0.8-1.25 in steps of
+   3.8%, the commonest first (PAL's 25/24 and 0.96, a player's 1.25x and 0.8x), one of each
+   family in turn; 52 passes at the index's density. They run only when the passes at the
+   unit change are not conclusive, six at a time (``passes_together``: one lookup and one
+   sort for six passes took half the CPU of six, on a clip that matches nothing), and stop
+   after the group holding the first conclusive one; the passes near it (within 0.75% in
+   frequency and 6% in time) then run too, climbing to the strongest, which is the answer
+   and gives the speed, pitch and tempo reported (a grid point: within 0.25% of the
+   frequency factor, 1.9% of the tempo). An answer from the search needs
+   ``change_min_score`` instants, not ``min_score``. When no pass of the search is
+   conclusive, an answer the unit passes found stands (a weak clip of 1-2 s); else the
+   strongest pass of all answers.
+
+   Measured to choose (corpora like benchmarks/accuracy.py's, seeds 7 and 11, clips of
+   2/3/5 s; /tmp scripts, figures in the commit): a pass 0.25% off the frequency factor keeps
+   ~75% of the score, 0.5% off ~55%, 1% off ~25%; 2% off the time factor keeps ~90%, 3% off
+   ~70%. The dense fingerprint scores only ~5% more than the index's own on changed clips at
+   4x the cost, so the search uses the index's. Not tried: hashes invariant to the changes
+   (frequency ratios and time ratios over three peaks, as Panako) need a second hash kind in
+   every shard (a larger index, everything indexed again) for what the search finds without
+   touching the index or the clean path. The search's price is paid by clips that match
+   nothing: every pass runs (55 instead of 7), 2.2-2.7 times the previous matcher's CPU on
+   the small corpus.
 4. Significance: under chance the votes fall uniformly over all cells, so a cell's score is
    Poisson with mean ``lambda = hits * (2 * tolerance + 1) / frames``, except that chance
    votes come in clumps (musical events repeat together): with clump size ``k`` the score
    is ``k`` times a Poisson count of mean ``lambda / k``. ``E``, the expected number of
-   chance cells (over every episode, offset and speed tried) scoring at least as high,
-   gives ``confidence = 1 / (1 + E ** b)``. ``k = 1.71`` and ``b = 0.63`` were fitted by
-   logistic regression on right/wrong answers over the generated corpus (benchmarks/);
-   the calibration table in benchmarks/RESULTS.md checks it. Because ``E`` grows with the
-   number of cells, a larger library asks for more evidence, as it should.
+   chance cells (over every episode, offset and pass tried) that would have made an answer
+   as strong (scoring at least as high, and at least what their pass's answers need: 7 in
+   the search over changes), gives ``confidence = 1 / (1 + E ** b)``. ``k = 1.71`` and
+   ``b = 0.63`` were fitted by logistic regression on right/wrong answers over the
+   generated corpus (benchmarks/); the calibration table in benchmarks/RESULTS.md checks
+   it. Because ``E`` grows with the number of cells, a larger library asks for more
+   evidence, as it should.
 5. Shared audio: an instant of the clip that lines up in several candidate episodes (an
    intro, a theme) is split between them (weight ``1/n``), and candidates are ranked by
    that weighted evidence. Episodes that score close to the best one on the same instants
@@ -42,11 +74,14 @@ How a clip is matched
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import functools
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy.special import gammaln
 
 from .hashes import Hashes, hash_peaks
 from .params import FingerprintParams, ParameterError
@@ -67,6 +102,35 @@ class Searchable(Protocol):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
+def _grid(first: tuple[float, ...], values: list[float], *, factor: bool) -> tuple[float, ...]:
+    """``first``, then the other ``values`` by the size of the change (factors by their log,
+    semitones as they are), the upward one first among equals."""
+
+    def size(v: float) -> float:
+        return abs(math.log(v)) if factor else abs(v)
+
+    rest = [v for v in values if all(abs(v - w) > 1e-9 for w in first)]
+    return (*first, *sorted(rest, key=lambda v: (size(v), -v)))
+
+
+# A frequency factor is searched in steps of 0.5%: a peak at the top of the band (224 bins up)
+# moves half a bin 0.22% off the right factor, and at 0.25% off about half of a clip's hashes
+# still form as in the index (measured: module docstring). Times are forgiving (at 2% off most
+# still form: a hash's time distance is a few frames), so tempo goes in 3.8% steps, and a
+# change of up to 2% is found by the speed passes whether the pitch followed or not: the pitch
+# grid starts past them. First the PAL speed-up of film (25/24) and its inverse (0.96), and a
+# player's 1.25x and 0.8x.
+SPEEDS: tuple[float, ...] = _grid(
+    (25 / 24, 0.96), [1.0 + 0.005 * k for k in range(-10, 11) if k and k != 8], factor=True
+)
+PITCHES: tuple[float, ...] = _grid(
+    (), [k / 12 for k in range(-13, 14) if abs(k) >= 4], factor=False
+)
+TEMPOS: tuple[float, ...] = _grid(
+    (1.25, 0.8), [1.25 ** (k / 6) for k in range(-6, 7) if k], factor=True
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class MatchParams:
     """Query-side settings; they can change without rebuilding an index."""
@@ -80,9 +144,27 @@ class MatchParams:
     quick_hits_per_hash: int = 50
     peaks_per_second: float = 30.0
     fanout: int = 10
-    speeds: tuple[float, ...] = (1.0, 0.99, 1.01, 0.98, 1.02)
+    # The search over changes of the audio, after the passes at the unit change, in this
+    # order, each pass only when the ones before it were not conclusive (module docstring):
+    # playback speeds (resampled: pitch follows), pitch shifts in semitones at the same tempo,
+    # time stretches at the same pitch. An empty tuple leaves a search out.
+    speeds: tuple[float, ...] = SPEEDS
+    pitches: tuple[float, ...] = PITCHES
+    tempos: tuple[float, ...] = TEMPOS
+    # How a pass of the search fingerprints the clip: peaks per second (None: the index's
+    # own density) and targets per anchor.
+    change_peaks_per_second: float | None = None
+    change_fanout: int = 4
+    # Passes of the search looked up together (one lookup, one sort): the search stops
+    # after the group holding its first conclusive pass.
+    passes_together: int = 6
     tolerance: int = 2
     min_score: int = 5
+    # The evidence an answer from the search over changes needs. Its 52 passes give chance
+    # many more cells, and music's chance scores have a longer tail than the model's: at 5
+    # the search matched 7 of 500 clips of unseen audio, at 7 one (the unit passes alone,
+    # at 5, two).
+    change_min_score: int = 7
     min_confidence: float = 0.9
     early_exit_confidence: float = 0.999
     clump: float = 1.71
@@ -96,10 +178,22 @@ class MatchParams:
     hits_per_hash: int = 100
 
     def __post_init__(self) -> None:
-        if not self.speeds or any(not 0.8 <= s <= 1.25 for s in self.speeds):
-            raise ParameterError("speeds must be factors between 0.8 and 1.25")
-        if self.tolerance < 0 or self.min_score < 1:
-            raise ParameterError("tolerance must be >= 0 and min_score >= 1")
+        if any(not 0.8 <= s <= 1.25 or s == 1.0 for s in self.speeds):
+            raise ParameterError("speeds must be factors between 0.8 and 1.25, other than 1")
+        if any(not -12.0 <= p <= 12.0 or p == 0.0 for p in self.pitches):
+            raise ParameterError("pitches must be semitones between -12 and 12, other than 0")
+        if any(not 0.5 <= t <= 2.0 or t == 1.0 for t in self.tempos):
+            raise ParameterError("tempos must be factors between 0.5 and 2, other than 1")
+        if self.change_fanout < 1 or self.passes_together < 1:
+            raise ParameterError(
+                "change_fanout and passes_together must be >= 1, got "
+                f"{self.change_fanout} and {self.passes_together}"
+            )
+        if self.tolerance < 0 or not 1 <= self.min_score <= self.change_min_score:
+            raise ParameterError(
+                "tolerance must be >= 0 and 1 <= min_score <= change_min_score, got "
+                f"{self.tolerance}, {self.min_score} and {self.change_min_score}"
+            )
         if self.hits_per_hash < 1 or self.quick_hits_per_hash < 1:
             raise ParameterError("hits_per_hash and quick_hits_per_hash must be >= 1")
         if self.quick_fanout < 1 or self.fanout < 1:
@@ -117,25 +211,125 @@ def fingerprint(samples: np.ndarray, *, params: FingerprintParams) -> Hashes:
     return hash_peaks(find_peaks(spec, params=params), params=params)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Pass:
+    """One way of fingerprinting a clip and scoring it against the index.
+
+    Attributes
+    ----------
+    name : str
+        The pass's kind: ``quick``, ``whole``, ``dense``, or the change it undoes:
+        ``speed``, ``pitch``, ``tempo`` (see :class:`~.records.Match` for what they mean).
+    peaks_per_second : float or None
+        Peak density of the clip's fingerprint; ``None`` is the index's own.
+    fanout : int
+        Targets paired with each anchor peak.
+    hits_per_hash : int
+        Hits scored per query hash; past it the commonest keys are left out.
+    min_score : int
+        Evidence (distinct instants of the clip) an answer from this pass needs.
+    speed, pitch, tempo : float
+        The change undone before hashing: a resampling factor, semitones, a time stretch.
+    """
+
+    name: str
+    peaks_per_second: float | None
+    fanout: int
+    hits_per_hash: int
+    min_score: int
+    speed: float = 1.0
+    pitch: float = 0.0
+    tempo: float = 1.0
+
+    @property
+    def freq_factor(self) -> float:
+        """How many times higher the clip's frequencies are than the episode's."""
+        return self.speed * 2.0 ** (self.pitch / 12.0)
+
+    @property
+    def time_factor(self) -> float:
+        """How many times faster the clip plays than the episode."""
+        return self.speed * self.tempo
+
+    @property
+    def label(self) -> str:
+        """The name, with the factor for the passes that undo a change (``speed x1.04``)."""
+        if self.name == "speed":
+            return f"speed x{self.speed:.4g}"
+        if self.name == "pitch":
+            return f"pitch {self.pitch:+.3g}"
+        if self.name == "tempo":
+            return f"tempo x{self.tempo:.4g}"
+        return self.name
+
+
 @dataclass
 class _Candidate:
     episode: int
-    delta: int
-    score: int
+    score: int  # distinct query instants among the hits that line up
     hits: np.ndarray  # query hash indices that line up
     offset_frames: float
-    speed: float
     confidence: float = 0.0
     weighted: float = 0.0
 
 
-def _confidence(score: int, n_hits: int, frames: float, mp: MatchParams, tries: int) -> float:
-    """Calibrated probability that a cell scoring ``score`` is not chance (module docstring)."""
+@dataclass
+class PassResult:
+    """What one pass found: candidates best first, and what chance would give."""
+
+    step: Pass
+    candidates: list[_Candidate]
+    n_hits: int  # hits scored: the chance model's count
+    times: np.ndarray  # anchor time of each query hash, in the episode's frames
+    n_hashes: int
+
+    @property
+    def score(self) -> int:
+        return self.candidates[0].score if self.candidates else 0
+
+
+class Verdict(enum.Enum):
+    """What a pass's best candidate says about going on."""
+
+    SETTLED = "settled"  # conclusive, one episode
+    SHARED = "shared"  # conclusive, but another episode scores close: shared audio or close
+    SHORT = "short"  # reaches min_score, not conclusive
+    WEAK = "weak"  # below min_score
+
+
+# Verdicts that end the cascade after any pass but the quick one.
+_CONCLUSIVE = (Verdict.SETTLED, Verdict.SHARED)
+# The passes that undo a change of the audio.
+_CHANGES = ("speed", "pitch", "tempo")
+
+
+def _log_expected(score: int, n_hits: int, frames: float, mp: MatchParams) -> float:
+    """Log of the number of cells of one pass expected to score ``score`` by chance (module
+    docstring)."""
     width = 2 * mp.tolerance + 1
     frames = max(frames, width)
     lam = max(n_hits * width / frames, 1e-12) / mp.clump
     s = score / mp.clump
-    log_expected = np.log(frames / width * tries) + s * np.log(lam) - lam - gammaln(s + 1)
+    # math.lgamma, not scipy.special.gammaln: the score is one number, and importing
+    # scipy.special costs a one-shot `citywok match` about a quarter of a second.
+    return math.log(frames / width) + s * math.log(lam) - lam - math.lgamma(s + 1)
+
+
+def _confidence(
+    score: int, n_hits: int, frames: float, mp: MatchParams, tried: list[PassResult]
+) -> float:
+    """Calibrated probability that a cell scoring ``score`` is not chance (module docstring).
+
+    ``E`` counts the cells of every pass in ``tried``, each at the score that would have
+    made it an answer as strong (at least its pass's ``min_score``: a pass of the search over
+    changes answers only from ``change_min_score`` on)."""
+    needs: dict[int, int] = {}
+    for r in tried:
+        m = max(score, r.step.min_score)
+        needs[m] = needs.get(m, 0) + 1
+    logs = [math.log(k) + _log_expected(m, n_hits, frames, mp) for m, k in needs.items()]
+    top = max(logs)
+    log_expected = top + math.log(sum(math.exp(v - top) for v in logs))
     return float(1.0 / (1.0 + np.exp(np.clip(mp.calibration_slope * log_expected, -50, 50))))
 
 
@@ -153,19 +347,56 @@ def _windows(cells: np.ndarray, tolerance: int) -> tuple[np.ndarray, np.ndarray]
     return lo, hi
 
 
-def _candidates(
-    hashes: Hashes, index: Searchable, mp: MatchParams, speed: float, *, quick: bool = False
-) -> tuple[list[_Candidate], int]:
-    if len(hashes) == 0:
-        return [], 0
-    order = np.argsort(hashes.keys, kind="stable")
-    per_hash = mp.quick_hits_per_hash if quick else mp.hits_per_hash
-    qi, ep, frame = index.lookup(hashes.keys[order], max_hits=per_hash * len(hashes))
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` for a 1-D array: its distinct values, sorted. (numpy 2's
+    ``unique`` imports ``numpy.ma`` on its first call, 30 ms of a one-shot ``citywok match``.)"""
+    a = np.sort(values)
+    keep = np.ones(a.size, dtype=bool)
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
+def _run_pass(clip: _Clip, step: Pass) -> PassResult:
+    """Fingerprint the clip as ``step`` says, look its hashes up, and score the cells."""
+    return _run_passes(clip, [step])[0]
+
+
+def _run_passes(clip: _Clip, steps: list[Pass]) -> list[PassResult]:
+    """:func:`_run_pass` for several passes at once: one lookup and one sort of the cells,
+    each pass's cells apart from the others' (a pass's results are those it gets alone, but
+    for the hit budget, which is shared: ``hits_per_hash`` times all their hashes)."""
+    index, mp = clip.index, clip.match_params
+    all_hashes = [
+        hash_peaks(
+            clip.peaks(step.peaks_per_second),
+            params=index.params,
+            fanout=step.fanout,
+            time_factor=step.time_factor,
+            freq_factor=step.freq_factor,
+        )
+        for step in steps
+    ]
+    sizes = [len(h) for h in all_hashes]
+    first = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    together = len(steps) > 1  # one pass alone (the unit passes) skips the bookkeeping
+    keys = np.concatenate([h.keys for h in all_hashes]) if together else all_hashes[0].keys
+    times = np.concatenate([h.times for h in all_hashes]) if together else all_hashes[0].times
+    pass_of = np.repeat(np.arange(len(steps), dtype=np.int64), sizes)
+    budget = sum(step.hits_per_hash * n for step, n in zip(steps, sizes, strict=True))
+    empty = [
+        PassResult(step, [], 0, h.times, len(h)) for step, h in zip(steps, all_hashes, strict=True)
+    ]
+    if keys.size == 0:
+        return empty
+    order = np.argsort(keys, kind="stable")
+    qi, ep, frame = index.lookup(keys[order], max_hits=budget)
     if qi.size == 0:
-        return [], 0
+        return empty
     qi = order[qi]
-    delta = frame - np.rint(hashes.times[qi]).astype(np.int64)
-    cell = (ep << 32) + (delta + (1 << 31))
+    n_episodes = len(index.episodes)
+    delta = frame - np.rint(times[qi]).astype(np.int64)
+    # A cell is (pass, episode, offset): the passes' cells never meet.
+    cell = (((pass_of[qi] * n_episodes + ep) if together else ep) << 32) + (delta + (1 << 31))
     # The hits of one cell end up together; their order within it does not matter.
     by_cell = np.argsort(cell)
     sorted_cells = cell[by_cell]
@@ -174,38 +405,122 @@ def _candidates(
     csum = np.append(starts, sorted_cells.size)  # hits before each distinct cell, and all
     lo, hi = _windows(cells, mp.tolerance)
     smoothed = csum[hi] - csum[lo]
-    # Best cell of each episode (the first of equals), then the strongest episodes (the
-    # lower episode first among equals). Cells are sorted by episode: one run each.
+    # Best cell of each (pass, episode) (the first of equals), then each pass's strongest
+    # episodes (the lower episode first among equals). Cells are sorted by pass and episode:
+    # one run each.
     n = cells.size
-    episode_of = cells >> 32
-    run_start = np.flatnonzero(np.concatenate(([True], episode_of[1:] != episode_of[:-1])))
+    group = cells >> 32
+    run_start = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
     run_best = np.maximum.reduceat(smoothed, run_start)
     at_best = smoothed == np.repeat(run_best, np.diff(np.append(run_start, n)))
     first_best = np.minimum.reduceat(np.where(at_best, np.arange(n), n), run_start)
-    best = first_best[np.argsort(-run_best, kind="stable")[: mp.max_candidates]]
-    out = []
-    for c in best:
-        # A cell's evidence (distinct anchor instants) is at most its hits: one with fewer
-        # than min_score hits can neither be an answer nor make another one shared.
-        if smoothed[c] < max(2, mp.min_score):
-            break
-        e = int(cells[c] >> 32)
-        d = int((cells[c] & 0xFFFFFFFF) - (1 << 31))
-        sel = by_cell[csum[lo[c]] : csum[hi[c]]]
-        hits = np.unique(qi[sel])
-        # Evidence is counted in distinct anchor instants, not hashes: the simultaneous peaks
-        # of one chord pair with the same targets, and one coincidence would count many times.
-        events = np.unique(np.rint(hashes.times[hits])).size
-        offsets = frame[sel] - hashes.times[qi[sel]]
-        out.append(_Candidate(e, d, int(events), hits, float(np.median(offsets)), speed))
-    out.sort(key=lambda c: -c.score)
-    return out, int(qi.size)
+    if together:
+        run_pass = group[run_start] // n_episodes
+        pass_runs = np.searchsorted(run_pass, np.arange(len(steps) + 1))
+        n_hits = np.bincount(pass_of[qi], minlength=len(steps))
+    else:
+        pass_runs, n_hits = np.array([0, run_start.size]), np.array([qi.size])
+    results = []
+    for k, (step, hashes) in enumerate(zip(steps, all_hashes, strict=True)):
+        a, b = pass_runs[k], pass_runs[k + 1]
+        best = first_best[a:b][np.argsort(-run_best[a:b], kind="stable")[: mp.max_candidates]]
+        out = []
+        for c in best:
+            # A cell's evidence (distinct anchor instants) is at most its hits: one with fewer
+            # than min_score hits can neither be an answer nor make another one shared.
+            if smoothed[c] < max(2, mp.min_score):
+                break
+            sel = by_cell[csum[lo[c]] : csum[hi[c]]]
+            hits = _distinct(qi[sel]) - first[k]
+            # Evidence is counted in distinct anchor instants, not hashes: the simultaneous
+            # peaks of one chord pair with the same targets, and one coincidence would count
+            # many times.
+            events = _distinct(np.rint(hashes.times[hits])).size
+            offsets = frame[sel] - times[qi[sel]]
+            episode = int(group[c] % n_episodes)
+            out.append(_Candidate(episode, int(events), hits, float(np.median(offsets))))
+        out.sort(key=lambda c: -c.score)
+        results.append(PassResult(step, out, int(n_hits[k]), hashes.times, len(hashes)))
+    return results
+
+
+class _Clip:
+    """A clip being matched: its spectrogram once, its peaks once per density, the passes
+    run so far."""
+
+    def __init__(self, samples: np.ndarray, index: Searchable, match_params: MatchParams):
+        self.index, self.match_params = index, match_params
+        self.spec = spectrogram(samples, params=index.params)
+        self.frames = float(index.total_frames)
+        self.results: list[PassResult] = []
+        self._peaks: dict[float | None, np.ndarray] = {}
+
+    def peaks(self, density: float | None) -> np.ndarray:
+        if density not in self._peaks:
+            self._peaks[density] = find_peaks(
+                self.spec, params=self.index.params, peaks_per_second=density
+            )
+        return self._peaks[density]
+
+    def run(self, step: Pass) -> Verdict:
+        """Run a pass, keep its result, and say what its best candidate settles."""
+        return self.run_together([step])[0]
+
+    def run_together(self, steps: list[Pass]) -> list[Verdict]:
+        """Run passes at once (:func:`_run_passes`), keep their results in order, and say
+        what each one's best candidate settles, as if they had run one after another."""
+        mp = self.match_params
+        verdicts = []
+        for result in _run_passes(self, steps):
+            self.results.append(result)
+            step = result.step
+            if not result.candidates or result.score < step.min_score:
+                verdicts.append(Verdict.WEAK)
+                continue
+            best = result.candidates[0]
+            # Every pass tried so far is one more chance to meet chance.
+            p = _confidence(best.score, result.n_hits, self.frames, mp, self.results)
+            if best.score < max(2 * mp.min_score, step.min_score) or p < mp.early_exit_confidence:
+                verdicts.append(Verdict.SHORT)
+                continue
+            close = [c for c in result.candidates[1:] if c.score >= mp.ambiguity_ratio * best.score]
+            verdicts.append(Verdict.SHARED if close else Verdict.SETTLED)
+        return verdicts
+
+    def answer(self, among: list[PassResult] | None = None) -> MatchResult:
+        """The strongest pass's candidates (of ``among``, by default every pass run), their
+        confidence (counting every pass tried), and which of them are the answer."""
+        mp = self.match_params
+        chosen = max(self.results if among is None else among, key=lambda r: r.score)
+        for c in chosen.candidates:
+            c.confidence = _confidence(c.score, chosen.n_hits, self.frames, mp, self.results)
+        matches, ambiguous = _decide(chosen.candidates, chosen.times, mp, chosen.step.min_score)
+        fs, step = self.index.params.frame_seconds, chosen.step
+        return MatchResult(
+            matches=tuple(
+                Match(
+                    episode_id=self.index.episodes[c.episode].episode_id,
+                    source=self.index.episodes[c.episode].source,
+                    season=self.index.episodes[c.episode].season,
+                    offset_s=max(0.0, c.offset_frames * fs),
+                    score=c.score,
+                    confidence=c.confidence,
+                    speed=step.speed,
+                    pitch=step.pitch,
+                    tempo=step.tempo,
+                )
+                for c in matches
+            ),
+            ambiguous=ambiguous,
+            query_hashes=max(r.n_hashes for r in self.results),
+            passes=tuple(r.step.label for r in self.results),
+        )
 
 
 def _decide(
-    cands: list[_Candidate], times: np.ndarray, index: Searchable, mp: MatchParams
+    cands: list[_Candidate], times: np.ndarray, mp: MatchParams, min_score: int
 ) -> tuple[list[_Candidate], bool]:
-    sig = [c for c in cands if c.score >= mp.min_score and c.confidence >= mp.min_confidence]
+    sig = [c for c in cands if c.score >= min_score and c.confidence >= mp.min_confidence]
     if not sig:
         return [], False
     # Down-weight shared evidence: an instant of the clip that lines up in n episodes counts
@@ -230,9 +545,58 @@ def _decide(
         return [best], False
     # Shared audio unless the best episode has substantial evidence of its own.
     own = best_events.difference(*(events[i] for i in peers))
-    if len(own) >= max(mp.min_score, mp.own_evidence * len(best_events)):
+    if len(own) >= max(min_score, mp.own_evidence * len(best_events)):
         return [best], False
     return [best, *sorted((sig[i] for i in peers), key=lambda c: -c.score)], True
+
+
+def passes(params: FingerprintParams, mp: MatchParams = DEFAULT_MATCH_PARAMS) -> dict[str, Pass]:
+    """The cascade's passes by label, cheapest first (see the module docstring)."""
+    return dict(_passes(params, mp))
+
+
+@functools.lru_cache(maxsize=16)
+def _passes(params: FingerprintParams, mp: MatchParams) -> dict[str, Pass]:
+    # Built once per settings: making 55 records took a clean clip's match 10% longer.
+    quick = Pass(
+        name="quick",
+        peaks_per_second=None,
+        fanout=min(mp.quick_fanout, params.fanout),
+        hits_per_hash=mp.quick_hits_per_hash,
+        min_score=mp.min_score,
+    )
+    whole = Pass(
+        name="whole",
+        peaks_per_second=None,
+        fanout=params.fanout,
+        hits_per_hash=mp.hits_per_hash,
+        min_score=mp.min_score,
+    )
+    dense = Pass(
+        name="dense",
+        peaks_per_second=mp.peaks_per_second,
+        fanout=mp.fanout,
+        hits_per_hash=mp.hits_per_hash,
+        min_score=mp.min_score,
+    )
+    out = [quick] + ([whole] if quick.fanout < params.fanout else []) + [dense]
+    change = Pass(
+        name="change",
+        peaks_per_second=mp.change_peaks_per_second,
+        fanout=mp.change_fanout,
+        hits_per_hash=mp.hits_per_hash,
+        min_score=mp.change_min_score,
+    )
+    families = [
+        [dataclasses.replace(change, name="speed", speed=s) for s in mp.speeds],
+        [dataclasses.replace(change, name="pitch", pitch=p) for p in mp.pitches],
+        [dataclasses.replace(change, name="tempo", tempo=t) for t in mp.tempos],
+    ]
+    # One of each family in turn: each lists its commonest changes first (PAL's speed-up and
+    # a player's 1.25x come early), so no family waits behind another's whole grid.
+    for k in range(max(len(f) for f in families)):
+        out += [f[k] for f in families if k < len(f)]
+    return {p.label: p for p in out}
 
 
 def match_samples(
@@ -246,68 +610,71 @@ def match_samples(
         Matches best first; none when the evidence is weak; several with ``ambiguous=True``
         when the clip is audio shared by several episodes.
     """
-    params, mp = index.params, match_params
-    spec = spectrogram(samples, params=params)
-    # Cheapest first: the quick pass (the index's peaks, a smaller fan-out) settles clean and
-    # mildly degraded clips of one episode. When another episode comes close (shared audio)
-    # or the evidence falls a little short, the index's whole fingerprint comes next; when
-    # the evidence is weak, a denser fingerprint, then other playback speeds.
-    quick = min(mp.quick_fanout, params.fanout)
-    passes: list[tuple[float | None, int, float]] = [(None, quick, 1.0)]
-    if quick < params.fanout:
-        passes.append((None, params.fanout, 1.0))  # only when the quick pass asks for it
-    passes += [(mp.peaks_per_second, mp.fanout, s) for s in mp.speeds]
-    peaks_at: dict[float | None, np.ndarray] = {}
-    frames = float(index.total_frames)
-    tried: list[tuple[float, list[_Candidate], int, np.ndarray]] = []
-    n_query = 0
-    whole = False  # the quick pass asks for the index's whole fingerprint
-    for i, (density, fanout, speed) in enumerate(passes):
-        if i == 1 and density is None and not whole:
-            continue
-        if density not in peaks_at:
-            peaks_at[density] = find_peaks(spec, params=params, peaks_per_second=density)
-        hashes = hash_peaks(peaks_at[density], params=params, fanout=fanout, speed=speed)
-        n_query = max(n_query, len(hashes))
-        cands, n_hits = _candidates(hashes, index, mp, speed, quick=i == 0)
-        tried.append((speed, cands, n_hits, hashes.times))
-        for c in cands:
-            c.confidence = _confidence(c.score, n_hits, frames, mp, len(tried))
-        best = cands[0] if cands else None
-        conclusive = (
-            best is not None
-            and best.score >= 2 * mp.min_score
-            and best.confidence >= mp.early_exit_confidence
-        )
-        if i == 0 and quick < params.fanout and best is not None:
-            if conclusive and len(cands) > 1:
-                # Another episode close to the best: shared audio (an intro) or a close
-                # call; the whole fingerprint names every episode the audio is in.
-                whole = cands[1].score >= mp.ambiguity_ratio * best.score
-                conclusive = not whole
-            elif not conclusive:
-                # Some evidence, not enough: twice the hashes usually settle it, for a
-                # fraction of the dense passes' cost.
-                whole = best.score >= mp.min_score
-        if conclusive and speed == 1.0:
-            break
-    # Every candidate pays for all the passes tried (more chances to meet chance).
-    for _, cands, n_hits, _ in tried:
-        for c in cands:
-            c.confidence = _confidence(c.score, n_hits, frames, mp, len(tried))
-    speed, cands, _, times = max(tried, key=lambda x: x[1][0].score if x[1] else 0)
-    chosen, ambiguous = _decide(cands, times, index, mp)
-    fs = params.frame_seconds
-    matches = tuple(
-        Match(
-            episode_id=index.episodes[c.episode].episode_id,
-            source=index.episodes[c.episode].source,
-            season=index.episodes[c.episode].season,
-            offset_s=max(0.0, c.offset_frames * fs),
-            score=c.score,
-            confidence=c.confidence,
-            speed=c.speed,
-        )
-        for c in chosen
-    )
-    return MatchResult(matches=matches, ambiguous=ambiguous, query_hashes=n_query)
+    clip = _Clip(samples, index, match_params)
+    cascade = _passes(index.params, match_params)
+    # The quick pass (the index's peaks, a smaller fan-out) settles clean and mildly degraded
+    # clips of one episode.
+    verdict = clip.run(cascade["quick"])
+    if verdict is Verdict.SETTLED or (verdict is Verdict.SHARED and "whole" not in cascade):
+        return clip.answer()
+    # Another episode close to the best (shared audio: the whole fingerprint names every
+    # episode it is in) or some evidence short of conclusive (twice the hashes usually settle
+    # it, for a fraction of the dense pass's cost).
+    asks_whole = "whole" in cascade and verdict in (Verdict.SHARED, Verdict.SHORT)
+    if asks_whole and clip.run(cascade["whole"]) in _CONCLUSIVE:
+        return clip.answer()
+    # Weak evidence: a denser fingerprint, then the search over changes of speed, pitch and
+    # tempo until a pass is conclusive.
+    if clip.run(cascade["dense"]) in _CONCLUSIVE:
+        return clip.answer()
+    unit = list(clip.results)
+    found_at_unit = bool(clip.answer().matches)
+    search = [step for step in cascade.values() if step.name in _CHANGES]
+    # A few passes at a time: one lookup for them all costs much less than one each, and a
+    # changed clip is usually found among the first (the commonest changes come first).
+    for at in range(0, len(search), match_params.passes_together):
+        chunk = search[at : at + match_params.passes_together]
+        verdicts = clip.run_together(chunk)
+        conclusive = [s for s, v in zip(chunk, verdicts, strict=True) if v in _CONCLUSIVE]
+        if conclusive:
+            _climb(clip, conclusive[0], search)
+            return clip.answer()
+    # Nothing conclusive: an answer the unit passes found stands (a short or degraded clip;
+    # a pass of the search scoring higher on a few chance instants must not displace it),
+    # else the strongest pass of all.
+    return clip.answer(unit if found_at_unit else None)
+
+
+def _climb(clip: _Clip, step: Pass, search: list[Pass]) -> None:
+    """From a conclusive pass of the search, run the passes near it (:func:`_neighbours`),
+    and again around the strongest of them, until the strongest is the one climbed from.
+
+    The first conclusive pass can be a neighbour of the change made: a pitch pass finds a
+    clip sped up 5% with its times 5% off, and the speed pass at that factor scores twice as
+    high and gives the offset exactly."""
+    for _ in range(_MAX_CLIMB):
+        ran = {r.step for r in clip.results}
+        near = [p for p in _neighbours(step, search) if p not in ran]
+        if near:
+            clip.run_together(near)
+        best = max(clip.results, key=lambda r: r.score).step
+        if best == step:
+            return
+        step = best
+
+
+# How far from a conclusive pass the change made can lie: a frequency factor found to within
+# a step and a half of the grid, a time factor only to within 6%.
+_NEAR_FREQ, _NEAR_TIME = 0.0075, 0.06
+_MAX_CLIMB = 4
+
+
+def _neighbours(step: Pass, search: list[Pass]) -> list[Pass]:
+    """The passes of the search whose factors lie close to ``step``'s (``_NEAR_*``)."""
+    return [
+        p
+        for p in search
+        if p != step
+        and abs(math.log(p.freq_factor / step.freq_factor)) <= _NEAR_FREQ
+        and abs(math.log(p.time_factor / step.time_factor)) <= _NEAR_TIME
+    ]

@@ -56,9 +56,15 @@ class Episode:
 class Match:
     """Where a clip lies in one episode.
 
-    ``offset_s`` is where the clip's first sample lies in the episode; ``score`` counts the
-    clip's hashes that line up at that offset; ``confidence`` estimates the probability that
-    the alignment is not chance.
+    ``offset_s`` is where the clip's first sample lies in the episode, in the episode's time;
+    ``score`` counts the clip's instants that line up at that offset; ``confidence`` estimates
+    the probability that the alignment is not chance.
+
+    How the clip was changed from the episode: ``speed`` is a playback speed-up with the pitch
+    following (resampled: 1.0417 for a PAL broadcast of film-rate material), ``pitch`` a pitch
+    shift in semitones at the same tempo, and ``tempo`` a time stretch at the same pitch (1.25
+    for a clip played at 1.25x). Frequencies in the clip are ``speed * 2 ** (pitch / 12)``
+    times the episode's, and it plays ``speed * tempo`` times as fast.
     """
 
     episode_id: str
@@ -68,6 +74,8 @@ class Match:
     score: int
     confidence: float
     speed: float = 1.0
+    pitch: float = 0.0
+    tempo: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,20 +86,38 @@ class Match:
             "score": self.score,
             "confidence": round(self.confidence, 3),
             "speed": round(self.speed, 4),
+            "pitch": round(self.pitch, 2),
+            "tempo": round(self.tempo, 4),
         }
 
 
 @dataclass(frozen=True, kw_only=True)
 class MatchResult:
-    """The answer for one clip: matches best first (empty when not in the library)."""
+    """The answer for one clip: matches best first (empty when not in the library).
+
+    ``query_hashes`` is the most hashes one pass formed; ``passes`` names the passes that ran,
+    in order (``quick``, ``whole``, ``dense``, then ``speed``, ``pitch`` and ``tempo`` passes
+    with their factor, such as ``speed x1.04``): what the clip cost.
+
+    ``method`` says what found them: ``"audio"`` (the fingerprint) or ``"words"`` (what is
+    said, :mod:`citywok_pipeline.transcripts.identify`); ``note`` why there is no answer
+    when that is more than "not in the library" ("no speech in the clip").
+    """
 
     matches: tuple[Match, ...]
     ambiguous: bool
     query_hashes: int
+    passes: tuple[str, ...] = ()
+    method: str = "audio"
+    note: str = ""
 
     def to_dict(self, query: str) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "query": query,
             "ambiguous": self.ambiguous,
-            "matches": [m.to_dict() for m in self.matches],
+            "method": self.method,
+            "matches": [{**m.to_dict(), "method": self.method} for m in self.matches],
         }
+        if self.note:
+            out["note"] = self.note
+        return out

@@ -24,14 +24,23 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import fsync_dir
+from ..blobstore import BlobStore
+from ..files import CURRENT, current_link, exclusive_lock, fsync_dir, resolve_snapshot_dir
 from ..snapshot import verify_snapshot
-from .bucket import Bucket
-from .versions import Manifest, ManifestError, ShardEntry, read_latest, read_manifest
+from .versions import (
+    Manifest,
+    ManifestError,
+    ShardEntry,
+    check_version,
+    read_latest_manifest,
+    read_manifest,
+)
 
-CURRENT = "current"
 MANIFEST_FILE = "manifest.json"
 DEFAULT_KEEP_LOCAL = 3
+# Held for the whole of a pull (server workers sharing a cache take turns): whatever staging
+# folder or temporary link is found under it was left by a pull that was killed.
+PULL_LOCK = ".pull.lock"
 
 
 class PullError(Exception):
@@ -40,16 +49,6 @@ class PullError(Exception):
 
 class IntegrityError(PullError):
     """A downloaded shard is not what the manifest says (corrupted or truncated)."""
-
-
-def current_link(pull_dir: str | os.PathLike[str]) -> Path:
-    return Path(pull_dir) / CURRENT
-
-
-def resolve_snapshot_dir(path: str | os.PathLike[str]) -> Path:
-    """The directory of shards to open: ``path/current`` when ``path`` holds pulled versions."""
-    link = current_link(path)
-    return link.resolve() if link.is_symlink() or link.is_dir() else Path(path)
 
 
 def current_version(path: str | os.PathLike[str]) -> str | None:
@@ -82,21 +81,49 @@ class _HashingWriter:
         return self.f.write(data)  # type: ignore[attr-defined, no-any-return]
 
 
+def inside(folder: Path, name: str) -> Path:
+    """``folder / name`` for a name already checked to be one plain path segment; refuses
+    (``PullError``) anything that would resolve outside ``folder`` all the same."""
+    path = folder / name
+    if (
+        Path(name).name != name
+        or name in ("", ".", "..")
+        or path.resolve().parent != folder.resolve()
+    ):
+        raise PullError(f"{folder}: refusing to write {name!r}: it is not a plain name inside it")
+    return path
+
+
 def _local_copies(versions_dir: Path) -> dict[str, Path]:
     """sha256 -> a shard file of a complete local version that has it."""
     found: dict[str, Path] = {}
-    for manifest in sorted(versions_dir.glob(f"*/{MANIFEST_FILE}")):
-        if manifest.parent.name.startswith("."):
+    for manifest_file in sorted(versions_dir.glob(f"*/{MANIFEST_FILE}")):
+        if manifest_file.parent.name.startswith("."):
             continue
-        with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
-            for s in json.loads(manifest.read_bytes())["shards"]:
-                path = manifest.parent / s["file"]
-                if path.is_file() and path.stat().st_size == int(s["size"]):
-                    found[s["sha256"]] = path
+        with contextlib.suppress(OSError, ManifestError, PullError):
+            manifest = Manifest.from_json(manifest_file.read_bytes(), label=str(manifest_file))
+            for s in manifest.shards:
+                path = inside(manifest_file.parent, s.file)
+                if path.is_file() and path.stat().st_size == s.size:
+                    found[s.sha256] = path
     return found
 
 
-def _fetch_shard(bucket: Bucket, manifest: Manifest, entry: ShardEntry, target: Path) -> None:
+def _remove_leftovers(pull_dir: Path) -> list[str]:
+    """Staging folders and temporary links of pulls that were killed (call under the lock)."""
+    removed = []
+    versions = pull_dir / "versions"
+    for p in sorted(versions.glob(".*.tmp")) if versions.is_dir() else []:
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(str(p))
+    for p in pull_dir.glob(f".{CURRENT}.*"):
+        if p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(str(p))
+    return removed
+
+
+def _fetch_shard(bucket: BlobStore, manifest: Manifest, entry: ShardEntry, target: Path) -> None:
     """Download a shard to ``target``, checking its size and sha256 against the manifest."""
     with open(target, "wb") as f:
         w = _HashingWriter(f)
@@ -114,6 +141,10 @@ def _fetch_shard(bucket: Bucket, manifest: Manifest, entry: ShardEntry, target: 
 def switch_to(pull_dir: str | os.PathLike[str], version: str) -> None:
     """Point ``DIR/current`` at ``versions/<version>`` atomically (symlink, then rename)."""
     pull_dir = Path(pull_dir)
+    try:
+        check_version(version)
+    except ManifestError as exc:
+        raise PullError(str(exc)) from None
     if not (pull_dir / "versions" / version / MANIFEST_FILE).is_file():
         raise PullError(f"{pull_dir}: no complete local version {version!r}")
     tmp = pull_dir / f".{CURRENT}.{uuid.uuid4().hex[:8]}"
@@ -127,7 +158,7 @@ def switch_to(pull_dir: str | os.PathLike[str], version: str) -> None:
 
 
 def pull_version(
-    bucket: Bucket,
+    bucket: BlobStore,
     pull_dir: str | os.PathLike[str],
     *,
     version: str | None = None,
@@ -148,48 +179,52 @@ def pull_version(
     pull_dir = Path(pull_dir)
     try:
         if version is None:
-            latest = read_latest(bucket)
-            if latest is None:
+            found = read_latest_manifest(bucket)
+            if found is None:
                 raise PullError(f"{bucket.url}: nothing published here yet (no latest.json)")
-            version = latest.version
-        manifest = read_manifest(bucket, version)
+            manifest = found[1]
+        else:
+            manifest = read_manifest(bucket, check_version(version))
     except ManifestError as exc:
         raise PullError(str(exc)) from None
-    versions = pull_dir / "versions"
-    versions.mkdir(parents=True, exist_ok=True)
-    target = versions / version
-    downloaded, reused = [], []
-    if not (target / MANIFEST_FILE).is_file():
-        local = _local_copies(versions)
-        staging = versions / f".{version}.{uuid.uuid4().hex[:8]}.tmp"
-        staging.mkdir()
-        try:
-            for entry in manifest.shards:
-                if entry.sha256 in local:
-                    shutil.copyfile(local[entry.sha256], staging / entry.file)
-                    reused.append(entry.file)
-                else:
-                    _fetch_shard(bucket, manifest, entry, staging / entry.file)
-                    downloaded.append(entry.file)
-            (staging / MANIFEST_FILE).write_bytes(manifest.to_json())
-            problems = verify_snapshot(staging)
-            if problems:
-                raise IntegrityError(
-                    f"{bucket.url} version {version} fails verification: " + "; ".join(problems)
-                )
-            fsync_dir(staging)
-            with contextlib.suppress(OSError):
-                # Another pull of the same version may have finished first: same content.
+    version = manifest.version
+    pull_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(pull_dir / PULL_LOCK):
+        _remove_leftovers(pull_dir)
+        versions = pull_dir / "versions"
+        versions.mkdir(exist_ok=True)
+        target = inside(versions, version)
+        downloaded, reused = [], []
+        if not (target / MANIFEST_FILE).is_file():
+            local = _local_copies(versions)
+            staging = inside(versions, f".{version}.{uuid.uuid4().hex[:8]}.tmp")
+            staging.mkdir()
+            try:
+                for entry in manifest.shards:
+                    path = inside(staging, entry.file)
+                    if entry.sha256 in local:
+                        shutil.copyfile(local[entry.sha256], path)
+                        reused.append(entry.file)
+                    else:
+                        _fetch_shard(bucket, manifest, entry, path)
+                        downloaded.append(entry.file)
+                (staging / MANIFEST_FILE).write_bytes(manifest.to_json())
+                problems = verify_snapshot(staging)
+                if problems:
+                    raise IntegrityError(
+                        f"{bucket.url} version {version} fails verification: " + "; ".join(problems)
+                    )
+                fsync_dir(staging)
                 staging.rename(target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
-    else:
-        reused = [e.file for e in manifest.shards]
-    switched = current_version(pull_dir) != version
-    if switched:
-        switch_to(pull_dir, version)
-    prune_local(pull_dir, keep=keep_local)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging)
+        else:
+            reused = [e.file for e in manifest.shards]
+        switched = current_version(pull_dir) != version
+        if switched:
+            switch_to(pull_dir, version)
+        prune_local(pull_dir, keep=keep_local)
     return PullResult(version, target, tuple(downloaded), tuple(reused), switched)
 
 

@@ -1,12 +1,6 @@
 """ConfigurableResources: media sources, the catalog, the artefact store, the snapshot directory."""
 
-from .artefacts import (
-    ArtefactNotFoundError,
-    ArtefactStore,
-    LocalArtefactStore,
-    S3ArtefactStore,
-    StoredArtefact,
-)
+from .artefacts import ArtefactStore, BucketResource
 from .catalog import CatalogResource
 from .media import SeasonFoldersResource, SourceScan
 from .snapshots import SnapshotDirectoryResource
@@ -14,15 +8,12 @@ from .transcriber import TranscriberResource
 from .youtube import YouTubeResource
 
 __all__ = [
-    "ArtefactNotFoundError",
     "ArtefactStore",
+    "BucketResource",
     "CatalogResource",
-    "LocalArtefactStore",
-    "S3ArtefactStore",
     "SeasonFoldersResource",
     "SnapshotDirectoryResource",
     "SourceScan",
-    "StoredArtefact",
     "TranscriberResource",
     "YouTubeResource",
 ]

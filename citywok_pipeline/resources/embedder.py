@@ -5,7 +5,8 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from ..transcripts.embedder import QUANTIZATIONS, Embedder, load_embedder
+from ..snapshot.quantization import QUANTIZATIONS
+from ..transcripts.embedder import Embedder, load_embedder
 
 
 class EmbedderResource(dg.ConfigurableResource):

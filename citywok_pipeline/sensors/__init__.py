@@ -1,7 +1,7 @@
-"""Sensors and schedules: the media scan, YouTube uploads, season shards, backfills."""
+"""Sensors and schedules: the media scan, YouTube uploads and listings, season shards."""
 
 from .media import media_scan_sensor
-from .schedules import video_backfill_schedule
+from .schedules import youtube_listing_schedule
 from .seasons import season_snapshot_sensor
 from .youtube import youtube_channel_sync_sensor, youtube_uploads_sensor
 
@@ -11,14 +11,14 @@ SENSORS = [
     youtube_uploads_sensor,
     youtube_channel_sync_sensor,
 ]
-SCHEDULES = [video_backfill_schedule]
+SCHEDULES = [youtube_listing_schedule]
 
 __all__ = [
     "SCHEDULES",
     "SENSORS",
     "media_scan_sensor",
     "season_snapshot_sensor",
-    "video_backfill_schedule",
     "youtube_channel_sync_sensor",
+    "youtube_listing_schedule",
     "youtube_uploads_sensor",
 ]

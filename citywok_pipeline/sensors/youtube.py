@@ -1,4 +1,5 @@
-"""YouTube sensors: new uploads from the channel feeds, and the full listing that reconciles them.
+"""YouTube sensors: new uploads from the channel feeds, and the stored full listings
+(``youtube_listing``, a job of its own) that reconcile them.
 
 Novelty is decided by the instance's video partitions (``yt-<videoId>``), never by the
 cursor alone: a reset cursor re-reads the feeds without re-ingesting anything, and a video
@@ -18,16 +19,18 @@ import dagster as dg
 
 from ..assets import source_media, video_job
 from ..assets.partitions import season_partitions, video_partitions
+from ..assets.youtube import listing_key
+from ..blobstore import BlobNotFoundError
 from ..catalog import Catalog, ScanPlan, VideoRecord, utc_now
-from ..resources import CatalogResource, YouTubeResource
+from ..resources import ArtefactStore, CatalogResource, YouTubeResource
 from ..youtube import (
-    DownloadError,
     FeedError,
     FeedRateLimitedError,
     FeedUnavailableError,
-    RateLimitedError,
+    ListingFormatError,
     Upload,
     UploadOptions,
+    listing_from_json,
     plan_uploads,
 )
 
@@ -108,7 +111,7 @@ def ingest_result(
 
     ``partitioned`` get a catalog row and a partition; those in ``to_run`` (episode ids)
     get a run. A video with a partition and no run (over the cap, or a request lost before
-    the daemon took it) is left to ``video_backfill_schedule``: re-requesting every pending
+    the daemon took it) is left to the nightly catch-up: re-requesting every pending
     video here would undo the per-tick cap.
     """
     instance = context.instance
@@ -224,19 +227,27 @@ def youtube_uploads_sensor(
 
 
 @dg.sensor(
-    job=video_job,
-    minimum_interval_seconds=6 * 3600,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    job=video_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING
 )
 def youtube_channel_sync_sensor(
-    context: dg.SensorEvaluationContext, youtube: YouTubeResource, catalog: CatalogResource
+    context: dg.SensorEvaluationContext,
+    youtube: YouTubeResource,
+    catalog: CatalogResource,
+    artefacts: ArtefactStore,
 ) -> dg.SensorResult:
-    """Every 6 hours: lists each channel in full (yt-dlp), adds a partition for every video the feed missed and runs the newest few; video_backfill_schedule does the rest."""
+    """Reads the channel listings youtube_listing_job stored: a partition for every video the feed missed, runs for the newest few; the nightly catch-up does the rest."""
     channels = youtube.channel_ids()
     if not channels:
         return dg.SensorResult(
             skip_reason="no YouTube channels configured (CITYWOK_YOUTUBE_CHANNELS)"
         )
+    # The cursor names the listing each channel was last reconciled with: an unchanged
+    # listing is not read twice. Novelty is still the partitions', so a reset cursor only
+    # costs a re-read.
+    try:
+        read = dict(json.loads(context.cursor)) if context.cursor else {}
+    except (TypeError, ValueError):
+        read = {}
     known = set(context.instance.get_dynamic_partitions(video_partitions.name))
     options = youtube.options()
     everything = UploadOptions(
@@ -245,15 +256,21 @@ def youtube_channel_sync_sensor(
     missing: list[Upload] = []
     notes: list[str] = []
     for cid in channels:
+        key = listing_key(cid)
         try:
-            listed = youtube.listing(cid)
-        except RateLimitedError as exc:
-            notes.append(f"{cid}: {exc.reason}; next sync")
+            listed_at, listed = listing_from_json(
+                artefacts.get(key), channel_id=cid, label=artefacts.uri(key)
+            )
+        except BlobNotFoundError:
+            notes.append(f"{cid}: not listed yet (youtube_listing_job)")
             continue
-        except DownloadError as exc:
-            context.log.warning(f"{cid}: cannot list the channel: {exc}")
-            notes.append(f"{cid}: listing failed")
+        except ListingFormatError as exc:
+            context.log.warning(f"{cid}: stored listing unusable, skipped: {exc}")
+            notes.append(f"{cid}: listing unusable")
             continue
+        if read.get(cid) == listed_at:
+            continue
+        read[cid] = listed_at
         missing += plan_uploads(listed, known=known, options=everything).new
     missing.sort(key=lambda u: u.published, reverse=True)
     return ingest_result(
@@ -261,6 +278,6 @@ def youtube_channel_sync_sensor(
         catalog.open(),
         partitioned=missing,
         to_run=[u.episode_id for u in missing[: options.max_new]],
-        cursor=utc_now(),
+        cursor=json.dumps(read, sort_keys=True),
         notes=notes,
     )

@@ -7,15 +7,18 @@ from .app import (
     ServeConfig,
     create_app,
     default_workers,
+    redact,
     segment_count,
     serve,
 )
-from .live import BucketSource, DirectorySource, Held, LiveSnapshot, SnapshotSource
+from .guard import ApiKeyError, hash_api_key, load_api_keys
+from .live import BucketSource, DirectorySource, Held, LiveSnapshot, SnapshotSource, open_at_start
 
 __all__ = [
     "DEFAULT_MAX_CLIP_S",
     "DEFAULT_MAX_UPLOAD_BYTES",
     "DEFAULT_POLL_S",
+    "ApiKeyError",
     "BucketSource",
     "DirectorySource",
     "Held",
@@ -24,6 +27,10 @@ __all__ = [
     "SnapshotSource",
     "create_app",
     "default_workers",
+    "hash_api_key",
+    "load_api_keys",
+    "open_at_start",
+    "redact",
     "segment_count",
     "serve",
 ]

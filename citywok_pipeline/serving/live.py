@@ -12,13 +12,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..files import exclusive_lock
-from ..publishing import Bucket, current_version, pull_version, read_latest, resolve_snapshot_dir
+from ..blobstore import BlobStore
+from ..publishing import current_version, pull_version, read_latest, resolve_snapshot_dir
 from ..snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,11 @@ class SnapshotSource(Protocol):
 
     def open(self) -> tuple[Snapshot, str | None]:
         """Open the current version: (snapshot, version id or None)."""
+
+    def open_cached(self) -> tuple[object, Snapshot, str | None] | None:
+        """When the source cannot be reached at start: (token, snapshot, version) of the last
+        complete version kept locally, or None when there is none (or nothing to fall back
+        to)."""
 
     def describe(self) -> str: ...
 
@@ -53,7 +58,13 @@ class DirectorySource:
         return os.readlink(link) if link.is_symlink() else None
 
     def open(self) -> tuple[Snapshot, str | None]:
-        return Snapshot.open(resolve_snapshot_dir(self.path)), current_version(self.path)
+        # Answer at once; the posting arrays are checked by a thread, and a shard that fails
+        # is refused (Snapshot.refused) while the others go on answering.
+        snap = Snapshot.open(resolve_snapshot_dir(self.path), checks="background")
+        return snap, current_version(self.path)
+
+    def open_cached(self) -> tuple[object, Snapshot, str | None] | None:
+        return None  # the directory is the only copy
 
     def describe(self) -> str:
         return str(self.path)
@@ -62,11 +73,12 @@ class DirectorySource:
 class BucketSource:
     """A bucket's ``latest.json``, pulled into a local cache directory before each swap.
 
-    Server worker processes share the cache: a lock file makes one of them download a new
-    version while the others wait, then find it complete and only open it.
+    Server worker processes share the cache: :func:`pull_version` holds the cache's lock
+    file, so one of them downloads a new version while the others wait, then find it
+    complete and only open it.
     """
 
-    def __init__(self, bucket: Bucket, cache_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, bucket: BlobStore, cache_dir: str | os.PathLike[str]) -> None:
         self.bucket = bucket
         self.cache = DirectorySource(cache_dir)
 
@@ -75,25 +87,59 @@ class BucketSource:
         return latest.version if latest else None
 
     def open(self) -> tuple[Snapshot, str | None]:
-        self.cache.path.mkdir(parents=True, exist_ok=True)
-        with exclusive_lock(self.cache.path / ".pull.lock"):
-            pull_version(self.bucket, self.cache.path)
+        pull_version(self.bucket, self.cache.path)
         return self.cache.open()
+
+    def open_cached(self) -> tuple[object, Snapshot, str | None] | None:
+        """The cache's ``current``: a pull switches it only to a complete, verified version."""
+        if current_version(self.cache.path) is None:
+            return None
+        snap, version = self.cache.open()
+        return version, snap, version  # a bucket's token is its latest version id
 
     def describe(self) -> str:
         return self.bucket.url
 
 
-def _open(source: SnapshotSource) -> tuple[Snapshot, str | None]:
-    """Open the source's version ready to answer: its lookup structures built now, not by
-    the first request to reach it."""
-    snap, version = source.open()
+def _ready(snap: Snapshot) -> Snapshot:
+    """The snapshot ready to answer: its lookup structures built now, not by the first
+    request to reach it."""
     try:
         snap.stacked()
     except BaseException:
         snap.close()
         raise
-    return snap, version
+    return snap
+
+
+def _open(source: SnapshotSource) -> tuple[Snapshot, str | None]:
+    snap, version = source.open()
+    return _ready(snap), version
+
+
+def open_at_start(source: SnapshotSource) -> tuple[object, Snapshot, str | None, str | None]:
+    """Open ``source`` to start serving: ``(token, snapshot, version, problem)``.
+
+    When the source fails (a bucket unreachable, a pull that fails) and a complete version is
+    kept locally, that one is opened and ``problem`` says why; without one the error is
+    raised. The token is taken before the version is opened, so that a newer version
+    published in between is still picked up.
+    """
+    try:
+        token = source.token()
+        snap, version = _open(source)
+        return token, snap, version, None
+    except Exception as exc:
+        cached = source.open_cached()
+        if cached is None:
+            raise
+        problem = f"{type(exc).__name__}: {exc}"
+        token, snap, version = cached
+        log.warning(
+            "citywok serve: %s is unavailable (%s); serving the cached version %s",
+            source.describe(), problem, version,
+        )  # fmt: skip
+        return token, _ready(snap), version, problem
 
 
 @dataclass
@@ -110,19 +156,32 @@ class Held:
 
 
 class LiveSnapshot:
-    """The current version of a source, refreshed by :meth:`refresh` or a watcher thread."""
+    """The current version of a source, refreshed by :meth:`refresh` or a watcher thread.
 
-    def __init__(self, source: SnapshotSource) -> None:
+    ``on_change`` is called with the version held at start, after every swap, and after every
+    poll of the watcher (what a version's shards are refused for can change while it is
+    served: its big arrays are checked in the background).
+    """
+
+    def __init__(
+        self, source: SnapshotSource, *, on_change: Callable[[Held], None] | None = None
+    ) -> None:
         self.source = source
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        token = source.token()
-        snap, version = _open(source)
+        token, snap, version, problem = open_at_start(source)
         self._held = Held(snap, version, token)
         self.swaps = 0
-        self.last_error: str | None = None
+        self.last_error: str | None = problem
+        self._on_change = on_change
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            with self.use() as held:
+                self._on_change(held)
 
     @property
     def version(self) -> str | None:
@@ -169,6 +228,7 @@ class LiveSnapshot:
             self.swaps += 1
             self.last_error = None
             log.info("citywok serve: now serving %s (was %s)", version, old.version)
+            self._changed()
             return True
 
     def watch(self, poll_s: float) -> None:
@@ -178,7 +238,8 @@ class LiveSnapshot:
 
         def loop() -> None:
             while not self._stop.wait(poll_s):
-                self.refresh()
+                if not self.refresh():
+                    self._changed()
 
         self._thread = threading.Thread(target=loop, name="citywok-watch", daemon=True)
         self._thread.start()

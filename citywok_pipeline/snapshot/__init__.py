@@ -3,6 +3,7 @@
 from .directory import Snapshot, shard_path, shard_paths, verify_snapshot
 from .shard import (
     FORMAT_VERSION,
+    CorruptShardError,
     ParamsMismatchError,
     Shard,
     ShardInfo,
@@ -14,6 +15,7 @@ from .shard import (
 
 __all__ = [
     "FORMAT_VERSION",
+    "CorruptShardError",
     "ParamsMismatchError",
     "Shard",
     "ShardInfo",

@@ -4,7 +4,8 @@ Layout (one LMDB file, ``subdir=False``, no lock file; shards are immutable once
 into place):
 
 - ``meta``: JSON: format and version, fingerprint params, counts, build time, season,
-  xxhash64 checksums of the other values, and anything the caller adds (``extra``).
+  xxhash64 checksums of the other values, and anything the caller adds (``extra``);
+  ``meta_checksum`` the xxhash64 of ``meta`` itself (hex, ASCII).
 - ``episodes``: zstd-compressed JSON list of :class:`Episode`; list index = episode index.
 - ``keys`` (or ``bitmap``), ``packed`` and, in the CSR and bitmap layouts, ``offsets``: the
   posting arrays (:class:`PostingArrays`), raw little-endian uint32 (the bitmap uint64),
@@ -15,6 +16,14 @@ into place):
   model and quantisation, with their checksums. A shard without them (built with
   fingerprints only) has ``"segments": null``.
 
+Every value but ``meta`` is a *section* with an xxhash64 checksum in the metadata
+(:func:`section_checksums`: ``checksums``, and ``segments.checksums``). A reader checks each
+section once, before its first use (:meth:`Shard.section`): the small ones (up to
+:data:`SMALL_SECTION_BYTES`, and the episode table) when the shard is opened, the others when
+first read, or in the background for a server (:meth:`Shard.defer`, then :meth:`Shard.check`).
+A section added to the format is checked the same way as soon as its checksum is written
+into one of those two maps and it is read through :meth:`Shard.section`.
+
 The posting arrays are not zstd-compressed: lookups touch random places in them, and a
 compressed block would have to be inflated on every query; measured in
 benchmarks/RESULTS.md (layout comparison).
@@ -24,8 +33,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +45,7 @@ import numpy as np
 import xxhash
 import zstandard
 
-from ..files import fsync_dir
+from ..files import fsync_dir, temp_beside
 from ..fingerprint.hashes import Hashes
 from ..fingerprint.index import LAYOUTS, PostingArrays, build_postings
 from ..fingerprint.params import FingerprintParams, ParameterError
@@ -63,8 +72,31 @@ class ParamsMismatchError(SnapshotError):
     """A shard was built with other fingerprint params than the ones asked for."""
 
 
+class CorruptShardError(SnapshotError):
+    """A shard's bytes are damaged (a checksum mismatch, a truncated file, a missing or
+    unreadable record); the message names the file and the section."""
+
+
+# Sections up to this size are checked when a shard is opened: at most a few milliseconds
+# for a snapshot of a thousand hours (the key bitmaps, 512 KiB each, are the largest).
+SMALL_SECTION_BYTES = 1 << 20
+# The metadata's own checksum (it holds the others), checked at every open.
+META_CHECKSUM_KEY = b"meta_checksum"
+_EMPTY_CHECKSUM = xxhash.xxh64(b"").hexdigest()
+
+
 def _checksum(data: bytes | memoryview) -> str:
     return xxhash.xxh64(data).hexdigest()
+
+
+def section_checksums(meta: dict[str, Any]) -> dict[str, str]:
+    """Every checksummed section of a shard: its LMDB key -> xxhash64 hex digest.
+
+    A section whose checksum is that of no bytes may be absent (an empty array is not
+    stored)."""
+    out = dict(meta.get("checksums") or {})
+    out.update((meta.get("segments") or {}).get("checksums") or {})
+    return {str(k): str(v) for k, v in out.items()}
 
 
 @dataclass(frozen=True)
@@ -86,8 +118,12 @@ def write_shard(
     extra: dict[str, Any] | None = None,
     segments: SegmentTable | None = None,
     layout: str = "auto",
+    built_at: str | None = None,
 ) -> ShardInfo:
     """Build a shard beside ``path`` and rename it into place.
+
+    The bytes follow from the arguments alone (LMDB pages are zeroed before use): with
+    ``built_at`` given (default: now, to the second), the same inputs give the same sha256.
 
     ``segments`` are the season's transcript segments with their vectors (``episode`` indexes
     ``episodes``); ``None`` builds a fingerprints-only shard. ``layout`` of the posting keys:
@@ -132,7 +168,7 @@ def write_shard(
         "format_version": FORMAT_VERSION,
         "params": params.to_dict(),
         "season": season,
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "built_at": built_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "n_episodes": len(episodes),
         "n_postings": len(postings),
         "n_unique_keys": int(np.unique(postings.key_array()).size) if len(postings) else 0,
@@ -149,12 +185,13 @@ def write_shard(
         "extra": extra or {},
     }
     meta_b = json.dumps(meta, sort_keys=True).encode()
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     map_size = 2 * (len(keys_b) + len(packed_b) + len(offsets_b) + len(episodes_b) + len(meta_b))
     map_size += 2 * sum(len(v) for v in seg_values.values()) + (1 << 20)
-    try:
+    # Written beside its target under a lock (a killed index's leftover is told apart from a
+    # shard being written and removed by the next index), then renamed into place.
+    with temp_beside(path) as tmp:
         env = lmdb.open(
-            str(tmp), subdir=False, map_size=map_size, lock=False, readahead=False, meminit=False
+            str(tmp), subdir=False, map_size=map_size, lock=False, readahead=False, meminit=True
         )
         try:
             with env.begin(write=True) as txn:
@@ -166,22 +203,13 @@ def write_shard(
                 for name, value in seg_values.items():
                     txn.put(name.encode(), value)
                 txn.put(b"meta", meta_b)
+                txn.put(META_CHECKSUM_KEY, _checksum(meta_b).encode())
             env.sync(True)
         finally:
             env.close()
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return ShardInfo(path, season, len(episodes), len(postings), path.stat().st_size)
-
-
-def _get(txn: Any, path: Path, key: bytes) -> memoryview:
-    value = txn.get(key)
-    if value is None:
-        raise SnapshotError(f"{path}: corrupt shard (no {key.decode()!r} record)")
-    return value  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -189,7 +217,9 @@ class Shard:
     """A shard opened read-only: posting arrays are views into the memory map.
 
     The arrays are looked up on first use, not at open: the first read of a large LMDB value
-    can fault in the whole value, and opening a snapshot must stay instant.
+    can fault in the whole value, and opening a snapshot must stay instant. Each section is
+    checked against its checksum once, before it is first used (:meth:`section`); a section
+    that fails sets :attr:`refused` and raises :class:`CorruptShardError`.
     """
 
     path: Path
@@ -200,6 +230,77 @@ class Shard:
     _txn: Any = field(repr=False)
     _postings: PostingArrays | None = field(default=None, repr=False)
     _segments: ShardSegments | None = field(default=None, repr=False)
+    refused: str | None = None  # why the shard is refused (a failed check), else None
+    _checked: set[str] = field(default_factory=set, repr=False)
+    _deferred: set[str] = field(default_factory=set, repr=False)
+    _check_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def section(self, name: str, *, required: bool = True) -> memoryview | None:
+        """A section's bytes (a view into the map), checked against its checksum on first use
+        unless :meth:`defer` left it to :meth:`check`. ``None`` for an absent, empty section
+        when not ``required``.
+
+        Raises
+        ------
+        CorruptShardError
+            The checksum does not match, or a section the metadata lists is missing.
+        """
+        try:
+            value = self._txn.get(name.encode())
+        except lmdb.Error as exc:
+            raise self._refuse(f"{self.path}: corrupt shard ({exc})") from exc
+        if name not in self._checked and name not in self._deferred:
+            self._check_section(name, value)
+        if value is None and required:
+            raise self._refuse(f"{self.path}: corrupt shard (no {name!r} record)")
+        return value  # type: ignore[no-any-return]
+
+    def _refuse(self, reason: str) -> CorruptShardError:
+        if self.refused is None:
+            self.refused = reason
+        return CorruptShardError(reason)
+
+    def _check_section(self, name: str, value: memoryview | None) -> None:
+        expected = section_checksums(self.meta).get(name)
+        with self._check_lock:
+            if name in self._checked:
+                return
+            if value is None and expected not in (None, _EMPTY_CHECKSUM):
+                raise self._refuse(f"{self.path}: corrupt shard (no {name!r} record)")
+            if value is not None and expected is None:
+                raise self._refuse(f"{self.path}: corrupt shard (no checksum for {name!r})")
+            if value is not None and _checksum(value) != expected:
+                raise self._refuse(
+                    f"{self.path}: checksum mismatch in {name!r}: the shard is corrupt; refused"
+                )
+            self._checked.add(name)
+
+    def defer(self, names: Sequence[str] | None = None) -> None:
+        """Let ``names`` (default: the posting sections) be read before they are checked, so
+        that a server answers at once; :meth:`check` checks them (in the background)."""
+        posting = [n for n in (self.meta.get("checksums") or {}) if n != "episodes"]
+        self._deferred.update(n for n in (posting if names is None else names)
+                              if n not in self._checked)  # fmt: skip
+
+    def unchecked(self) -> list[str]:
+        """The checksummed sections not checked yet, smallest first."""
+        return [n for n in section_checksums(self.meta) if n not in self._checked]
+
+    def check(self, names: Sequence[str] | None = None) -> str | None:
+        """Check ``names`` (default: every section not checked yet); the reason the shard is
+        refused, or None when every section checked matches."""
+        for name in self.unchecked() if names is None else names:
+            if self.refused is not None:
+                break
+            try:
+                value = self._txn.get(name.encode())
+                self._check_section(name, value)
+            except lmdb.Error as exc:
+                self._refuse(f"{self.path}: corrupt shard ({exc})")
+            except CorruptShardError:
+                pass
+            self._deferred.discard(name)
+        return self.refused
 
     @property
     def season(self) -> str:
@@ -219,10 +320,10 @@ class Shard:
             return None
         if self._segments is None:
             try:
-                values = {k: self._txn.get(k.encode()) for k in SEGMENT_KEYS}
+                values = {k: self.section(k, required=False) for k in SEGMENT_KEYS}
                 self._segments = decode_segments(values, seg_meta)
-            except (lmdb.Error, ValueError, KeyError) as exc:
-                raise SnapshotError(f"{self.path}: corrupt shard segments ({exc})") from exc
+            except (lmdb.Error, ValueError, KeyError, TypeError) as exc:
+                raise self._refuse(f"{self.path}: corrupt shard segments ({exc})") from exc
         return self._segments
 
     @property
@@ -234,18 +335,80 @@ class Shard:
                     raise SnapshotError(f"{self.path}: unknown posting layout {layout!r}")
                 keys = bitmap = offsets = None
                 if layout == "bitmap":
-                    bitmap = np.frombuffer(_get(self._txn, self.path, b"bitmap"), dtype="<u8")
+                    bitmap = np.frombuffer(self.section("bitmap"), dtype="<u8")  # type: ignore[arg-type]
                 else:
-                    keys = np.frombuffer(_get(self._txn, self.path, b"keys"), dtype="<u4")
-                packed = np.frombuffer(_get(self._txn, self.path, b"packed"), dtype="<u4")
+                    keys = np.frombuffer(self.section("keys"), dtype="<u4")  # type: ignore[arg-type]
+                packed = np.frombuffer(self.section("packed"), dtype="<u4")  # type: ignore[arg-type]
                 if layout in ("csr", "bitmap"):
-                    offsets = np.frombuffer(_get(self._txn, self.path, b"offsets"), dtype="<u4")
+                    offsets = np.frombuffer(self.section("offsets"), dtype="<u4")  # type: ignore[arg-type]
                 self._postings = PostingArrays(
                     keys, packed, int(self.meta["off_bits"]), offsets, bitmap=bitmap
                 )
-            except (lmdb.Error, ParameterError) as exc:
-                raise SnapshotError(f"{self.path}: corrupt shard ({exc})") from exc
+            except (lmdb.Error, ParameterError, ValueError, KeyError, TypeError) as exc:
+                raise self._refuse(f"{self.path}: corrupt shard ({exc})") from exc
         return self._postings
+
+    def verify(self) -> list[str]:
+        """Check every section's checksum and the arrays' consistency; the problems found
+        (none: the shard is sound). What :func:`verify_shard` does on an open shard."""
+        problems: list[str] = []
+        try:
+            meta = self.meta
+            for name in self.unchecked():
+                try:
+                    self.section(name, required=False)
+                except CorruptShardError as exc:
+                    problems.append(str(exc))
+            if problems:
+                return problems
+            seg_meta = meta.get("segments")
+            if seg_meta and self.segments is not None:
+                problems.extend(
+                    f"{self.path}: {p}"
+                    for p in check_segments(self.segments, seg_meta, len(self.episodes))
+                )
+            p = self.postings
+            keys = p.key_array()
+            if p.packed.size != meta["n_postings"]:
+                problems.append(
+                    f"{self.path}: posting arrays disagree with the metadata on their length"
+                )
+            elif p.offsets is None and keys.size != p.packed.size:
+                problems.append(f"{self.path}: posting arrays disagree on their length")
+            elif p.offsets is not None and (
+                p.offsets.size != keys.size + 1
+                or (p.offsets.size and (p.offsets[0] != 0 or p.offsets[-1] != p.packed.size))
+                or np.any(np.diff(p.offsets.astype(np.int64)) <= 0)
+                or np.any(np.diff(keys.astype(np.int64)) <= 0)
+            ):
+                problems.append(f"{self.path}: key offsets are inconsistent")
+            elif p.packed.size:
+                if np.any(keys[1:] < keys[:-1]):
+                    problems.append(f"{self.path}: keys are not sorted")
+                ep = p.packed >> p.off_bits
+                if int(ep.max()) >= len(self.episodes):
+                    problems.append(
+                        f"{self.path}: a posting names an episode that is not in the table"
+                    )
+                else:
+                    counts = np.bincount(ep, minlength=len(self.episodes))
+                    for e, c in zip(self.episodes, counts, strict=True):
+                        if e.n_hashes != int(c):
+                            problems.append(
+                                f"{self.path}: episode {e.episode_id} has {int(c)} postings, "
+                                f"its record says {e.n_hashes}"
+                            )
+            if len(self.episodes) != meta["n_episodes"]:
+                problems.append(
+                    f"{self.path}: episode table has {len(self.episodes)} rows, meta says {meta['n_episodes']}"
+                )
+        except (lmdb.Error, SnapshotError) as exc:
+            problems.append(
+                str(exc)
+                if isinstance(exc, SnapshotError)
+                else f"{self.path}: corrupt shard ({exc})"
+            )
+        return problems
 
     def close(self) -> None:
         self._postings = None
@@ -257,10 +420,15 @@ class Shard:
 def open_shard(path: str | os.PathLike[str], *, params: FingerprintParams | None = None) -> Shard:
     """Open a shard read-only (a memory map: instant, whatever its size).
 
+    The episode table and every section up to :data:`SMALL_SECTION_BYTES` are checked
+    against their checksums now; the others before their first use (:meth:`Shard.section`).
+
     Raises
     ------
     SnapshotError
         The file is missing, not a shard, or of another format version.
+    CorruptShardError
+        The file is truncated, unreadable, or a section checked now fails its checksum.
     ParamsMismatchError
         ``params`` is given and the shard was built with different ones.
     """
@@ -272,14 +440,14 @@ def open_shard(path: str | os.PathLike[str], *, params: FingerprintParams | None
             str(path), subdir=False, readonly=True, lock=False, readahead=False, max_readers=1
         )
     except lmdb.Error as exc:
-        raise SnapshotError(f"{path}: not a readable LMDB shard ({exc})") from exc
+        raise CorruptShardError(f"{path}: not a readable LMDB shard ({exc})") from exc
     # Reading a page past the end of a truncated file through the map is SIGBUS, not an
     # exception: check that every page the database claims is in the file before any read.
     needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     actual = path.stat().st_size
     if actual < needed:
         env.close()
-        raise SnapshotError(
+        raise CorruptShardError(
             f"{path}: truncated shard ({actual} bytes, the database needs {needed}); "
             "fetch or rebuild it"
         )
@@ -287,10 +455,18 @@ def open_shard(path: str | os.PathLike[str], *, params: FingerprintParams | None
     try:
         meta_raw = txn.get(b"meta")
         if meta_raw is None:
-            raise SnapshotError(f"{path}: not a CityWok shard (no metadata)")
+            raise CorruptShardError(f"{path}: not a CityWok shard (no metadata)")
+        meta_sum = txn.get(META_CHECKSUM_KEY)
+        # Shards written before the metadata had its own checksum have none to check.
+        if meta_sum is not None and bytes(meta_sum).decode("ascii", "replace") != _checksum(
+            meta_raw
+        ):
+            raise CorruptShardError(
+                f"{path}: checksum mismatch in 'meta': the shard is corrupt; refused"
+            )
         meta = json.loads(bytes(meta_raw))
         if meta.get("format") != FORMAT:
-            raise SnapshotError(f"{path}: not a CityWok shard")
+            raise CorruptShardError(f"{path}: not a CityWok shard")
         if meta.get("format_version") != FORMAT_VERSION:
             raise SnapshotError(
                 f"{path}: shard format version {meta.get('format_version')} is not supported "
@@ -302,85 +478,45 @@ def open_shard(path: str | os.PathLike[str], *, params: FingerprintParams | None
                 f"{path}: built with fingerprint params {shard_params.to_json()}, "
                 f"but {params.to_json()} were asked for; rebuild the snapshot with these params"
             )
-        episodes_raw = bytes(_get(txn, path, b"episodes"))
-        episodes = [
+        shard = Shard(path, meta, [], shard_params, env, txn)
+        for name in section_checksums(meta):
+            value = txn.get(name.encode())
+            if name == "episodes" or value is None or len(value) <= SMALL_SECTION_BYTES:
+                shard.section(name, required=False)
+        episodes_raw = bytes(shard.section("episodes"))  # type: ignore[arg-type]
+        shard.episodes = [
             Episode.from_dict(d)
             for d in json.loads(zstandard.ZstdDecompressor().decompress(episodes_raw))
         ]
-    except (lmdb.Error, ValueError, KeyError, TypeError, zstandard.ZstdError) as exc:
+    except CorruptShardError:
         txn.abort()
         env.close()
-        raise SnapshotError(f"{path}: corrupt shard ({exc})") from exc
+        raise
+    except (
+        lmdb.Error,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        zstandard.ZstdError,
+    ) as exc:
+        txn.abort()
+        env.close()
+        raise CorruptShardError(f"{path}: corrupt shard ({exc})") from exc
     except BaseException:
         txn.abort()
         env.close()
         raise
-    return Shard(path, meta, episodes, shard_params, env, txn)
+    return shard
 
 
 def verify_shard(path: str | os.PathLike[str]) -> list[str]:
     """Check a shard's consistency and checksums; return the problems found (none: valid)."""
-    path = Path(path)
     try:
         shard = open_shard(path)
     except SnapshotError as exc:
         return [str(exc)]
-    problems: list[str] = []
     try:
-        meta, txn = shard.meta, shard._txn
-        layout = meta.get("layout", "flat")
-        names = ["bitmap" if layout == "bitmap" else "keys", "packed", "episodes"] + (
-            ["offsets"] if layout in ("csr", "bitmap") else []
-        )
-        for name in names:
-            value = txn.get(name.encode())
-            if value is None or _checksum(value) != meta["checksums"][name]:
-                problems.append(f"{path}: checksum mismatch in {name!r}: the file is corrupt")
-        seg_meta = meta.get("segments")
-        for name, expected in (seg_meta or {}).get("checksums", {}).items():
-            value = txn.get(name.encode())
-            if value is None or _checksum(value) != expected:
-                problems.append(f"{path}: checksum mismatch in {name!r}: the file is corrupt")
-        if problems:
-            return problems
-        if seg_meta and shard.segments is not None:
-            problems.extend(
-                f"{path}: {p}"
-                for p in check_segments(shard.segments, seg_meta, len(shard.episodes))
-            )
-        p = shard.postings
-        keys = p.key_array()
-        if p.packed.size != meta["n_postings"]:
-            problems.append(f"{path}: posting arrays disagree with the metadata on their length")
-        elif p.offsets is None and keys.size != p.packed.size:
-            problems.append(f"{path}: posting arrays disagree on their length")
-        elif p.offsets is not None and (
-            p.offsets.size != keys.size + 1
-            or (p.offsets.size and (p.offsets[0] != 0 or p.offsets[-1] != p.packed.size))
-            or np.any(np.diff(p.offsets.astype(np.int64)) <= 0)
-            or np.any(np.diff(keys.astype(np.int64)) <= 0)
-        ):
-            problems.append(f"{path}: key offsets are inconsistent")
-        elif p.packed.size:
-            if np.any(keys[1:] < keys[:-1]):
-                problems.append(f"{path}: keys are not sorted")
-            ep = p.packed >> p.off_bits
-            if int(ep.max()) >= len(shard.episodes):
-                problems.append(f"{path}: a posting names an episode that is not in the table")
-            else:
-                counts = np.bincount(ep, minlength=len(shard.episodes))
-                for e, c in zip(shard.episodes, counts, strict=True):
-                    if e.n_hashes != int(c):
-                        problems.append(
-                            f"{path}: episode {e.episode_id} has {int(c)} postings, "
-                            f"its record says {e.n_hashes}"
-                        )
-        if len(shard.episodes) != meta["n_episodes"]:
-            problems.append(
-                f"{path}: episode table has {len(shard.episodes)} rows, meta says {meta['n_episodes']}"
-            )
-    except lmdb.Error as exc:
-        problems.append(f"{path}: corrupt shard ({exc})")
+        return shard.verify()
     finally:
         shard.close()
-    return problems

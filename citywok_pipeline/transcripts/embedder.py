@@ -1,6 +1,12 @@
 """Segment embeddings: sentence-transformers from a local path (default: the packaged
 all-MiniLM-L6-v2), L2-normalised float32 vectors, stored quantised (float16 or int8).
 
+Two runtimes give the same vectors: :func:`load_embedder` (sentence-transformers, for the
+pipeline's bulk embedding, on a GPU where there is one) and :func:`load_query_embedder`
+(the same weights run in numpy by :mod:`.query_model`, for queries: it loads in a tenth of a
+second where sentence-transformers takes seconds, and imports neither torch nor
+transformers).
+
 Nothing is fetched from a hub: ``HF_HUB_OFFLINE`` is set before the library loads, and a
 model path must exist on disk.
 """
@@ -12,14 +18,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from .errors import ModelNotFoundError, TranscriptError
-
-Quantization = Literal["float16", "int8"]
-QUANTIZATIONS: tuple[str, ...] = ("float16", "int8")
 
 
 def packaged_model_path() -> Path:
@@ -127,45 +130,50 @@ def load_embedder(
     ModelNotFoundError
         ``model_path`` does not exist or is not a sentence-transformers model directory.
     """
-    path = Path(model_path) if model_path is not None else packaged_model_path()
-    if not path.is_dir():
-        raise ModelNotFoundError(str(path), "no such directory")
-    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
-        raise ModelNotFoundError(str(path), "no modules.json or config.json in it")
+    path = _checked_path(model_path)
     if batch_size < 1:
         raise TranscriptError(f"batch_size must be at least 1, got {batch_size}")
     return _load(str(path.resolve()), _resolve_device(device), batch_size)
 
 
-@dataclass(frozen=True)
-class QuantizedVectors:
-    """Stored vectors: ``data`` (float16, or int8 with one float32 ``scale`` per row)."""
-
-    data: np.ndarray
-    quantization: str
-    scale: np.ndarray | None = None
-
-    def dequantize(self) -> np.ndarray:
-        """Float32 vectors, shape (n, dim)."""
-        if self.quantization == "float16":
-            return self.data.astype(np.float32)
-        assert self.scale is not None
-        return self.data.astype(np.float32) * self.scale[:, None]
+def _checked_path(model_path: str | os.PathLike[str] | None) -> Path:
+    path = Path(model_path) if model_path is not None else packaged_model_path()
+    if not path.is_dir():
+        raise ModelNotFoundError(str(path), "no such directory")
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise ModelNotFoundError(str(path), "no modules.json or config.json in it")
+    return path
 
 
-def quantize(vectors: np.ndarray, quantization: str = "float16") -> QuantizedVectors:
-    """Quantise float32 rows: ``float16`` (half the bytes) or ``int8`` (a quarter, with a
-    per-row scale so that each row's largest component maps to ±127)."""
-    if quantization not in QUANTIZATIONS:
-        raise TranscriptError(
-            f"unknown quantization {quantization!r}; expected one of {', '.join(QUANTIZATIONS)}"
-        )
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2:
-        raise TranscriptError(f"vectors must be 2-D (n, dim), got shape {vectors.shape}")
-    if quantization == "float16":
-        return QuantizedVectors(vectors.astype(np.float16), "float16")
-    peak = np.abs(vectors).max(axis=1) if vectors.size else np.zeros(len(vectors), np.float32)
-    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    data = np.clip(np.rint(vectors / scale[:, None]), -127, 127).astype(np.int8)
-    return QuantizedVectors(data, "int8", scale)
+def load_query_embedder(model_path: str | os.PathLike[str] | None = None) -> Embedder:
+    """Load (once per process) the embedding model at ``model_path`` (default: packaged) for
+    queries: run in numpy on the CPU when :mod:`.query_model` can run it (a BERT encoder with
+    mean or CLS pooling, as all-MiniLM-L6-v2 is), else by sentence-transformers.
+
+    Raises
+    ------
+    ModelNotFoundError
+        As :func:`load_embedder`.
+    """
+    path = _checked_path(model_path)
+    return _load_query(str(path.resolve()))
+
+
+@functools.cache
+def _load_query(path: str) -> Embedder:
+    from . import query_model
+
+    if query_model.supported(path) is not None:
+        return _load(path, _resolve_device("auto"), 64)
+    try:
+        model = query_model.NumpyBert(path)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(path, f"cannot load it ({exc})") from exc
+    return Embedder(
+        model_name=model_name_for(path),
+        model_path=path,
+        device="cpu",
+        dim=model.dim,
+        batch_size=32,
+        _model=model,
+    )

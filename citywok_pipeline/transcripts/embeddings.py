@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import zstandard
 
-from .embedder import QUANTIZATIONS, Embedder, QuantizedVectors, quantize
+from ..snapshot.quantization import QUANTIZATIONS, QuantizedVectors, quantize
+from .embedder import Embedder
 from .errors import TranscriptError
 from .records import Transcript
 

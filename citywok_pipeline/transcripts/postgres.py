@@ -409,50 +409,58 @@ def upsert_video(
         )
     dim = vectors.shape[1] if vectors.shape[1] else _schema_dim(conn)
     ensure_schema(conn, dim=dim, model=model)
-    with conn.transaction():
-        conn.execute(
-            """
-            INSERT INTO videos AS v
-                (episode_id, season, source, title, duration_s, model, language, segments, updated_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
-            ON CONFLICT (episode_id) DO UPDATE SET
-                season = EXCLUDED.season, source = EXCLUDED.source, title = EXCLUDED.title,
-                duration_s = EXCLUDED.duration_s, model = EXCLUDED.model,
-                language = EXCLUDED.language, segments = EXCLUDED.segments,
-                updated_at = now()
-            """,
-            (
-                episode_id,
-                season,
-                source,
-                title,
-                float(duration_s),
-                model,
-                transcript.language,
-                len(segments),
-            ),
-        )
-        replaced = conn.execute(
-            "DELETE FROM transcript_segments WHERE episode_id = %s", (episode_id,)
-        ).rowcount
-        if segments:
-            with conn.cursor().copy(
-                "COPY transcript_segments (episode_id, seq, start_s, end_s, text, speaker, embedding) "
-                "FROM STDIN WITH (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["text", "int4", "float4", "float4", "text", "text", "vector"])
-                for seq, (seg, vec) in enumerate(zip(segments, vectors, strict=True)):
-                    copy.write_row(
-                        (
-                            episode_id,
-                            seq,
-                            seg.start,
-                            seg.end,
-                            " ".join(seg.text.split()),
-                            seg.speaker,
-                            vec,
+    label = _label(conn)
+    try:
+        with conn.transaction():
+            conn.execute(
+                """
+                INSERT INTO videos AS v
+                    (episode_id, season, source, title, duration_s, model, language, segments, updated_at)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
+                ON CONFLICT (episode_id) DO UPDATE SET
+                    season = EXCLUDED.season, source = EXCLUDED.source, title = EXCLUDED.title,
+                    duration_s = EXCLUDED.duration_s, model = EXCLUDED.model,
+                    language = EXCLUDED.language, segments = EXCLUDED.segments,
+                    updated_at = now()
+                """,
+                (
+                    episode_id,
+                    season,
+                    source,
+                    title,
+                    float(duration_s),
+                    model,
+                    transcript.language,
+                    len(segments),
+                ),
+            )
+            replaced = conn.execute(
+                "DELETE FROM transcript_segments WHERE episode_id = %s", (episode_id,)
+            ).rowcount
+            if segments:
+                with conn.cursor().copy(
+                    "COPY transcript_segments (episode_id, seq, start_s, end_s, text, speaker, embedding) "
+                    "FROM STDIN WITH (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["text", "int4", "float4", "float4", "text", "text", "vector"])
+                    for seq, (seg, vec) in enumerate(zip(segments, vectors, strict=True)):
+                        copy.write_row(
+                            (
+                                episode_id,
+                                seq,
+                                seg.start,
+                                seg.end,
+                                " ".join(seg.text.split()),
+                                seg.speaker,
+                                vec,
+                            )
                         )
-                    )
+    except psycopg.OperationalError as exc:  # the server restarted or went away mid-write
+        reason = " ".join(str(exc).split())
+        raise DatabaseUnavailableError(
+            f"{label}: the connection was lost while writing {episode_id} ({reason}); the "
+            "server rolls back a transaction cut off before its commit: write it again"
+        ) from exc
     return UpsertResult(episode_id, len(segments), max(replaced, 0))
 
 

@@ -140,7 +140,8 @@ class Transcript:
 @dataclass(frozen=True, kw_only=True)
 class SearchHit:
     """One transcript segment found by ``search``; ``to_dict`` is the ``citywok search`` JSON
-    shape: ``{"episode_id", "source", "start_s", "end_s", "text", "score"}``."""
+    shape: ``{"episode_id", "source", "start_s", "end_s", "text", "score"}``, and in hybrid
+    search ``"cosine"`` and (where the words matched) ``"bm25"`` from ``extra``."""
 
     episode_id: str
     source: str
@@ -158,4 +159,5 @@ class SearchHit:
             "end_s": round(self.end_s, 2),
             "text": self.text,
             "score": round(self.score, 4),
+            **{k: round(float(self.extra[k]), 4) for k in ("cosine", "bm25") if k in self.extra},
         }

@@ -37,7 +37,13 @@ from .feed import (
     video_episode,
     video_id_of,
 )
-from .listing import channel_listing_url, list_channel
+from .listing import (
+    ListingFormatError,
+    channel_listing_url,
+    list_channel,
+    listing_from_json,
+    listing_to_json,
+)
 from .plan import UploadOptions, UploadsPlan, plan_uploads
 
 __all__ = [
@@ -49,6 +55,7 @@ __all__ = [
     "FeedFetch",
     "FeedRateLimitedError",
     "FeedUnavailableError",
+    "ListingFormatError",
     "RateLimitedError",
     "Throttle",
     "Upload",
@@ -63,6 +70,8 @@ __all__ = [
     "fetch_feed",
     "is_youtube_episode",
     "list_channel",
+    "listing_from_json",
+    "listing_to_json",
     "parse_channel_ids",
     "parse_feed",
     "plan_uploads",

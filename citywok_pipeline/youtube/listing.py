@@ -6,7 +6,9 @@ is how a channel's history is backfilled and how missed uploads are found.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 import re
 import urllib.parse
 from typing import Any
@@ -95,3 +97,74 @@ def list_channel(url: str, *, channel_id: str, timeout_s: float = 60.0) -> list[
             )
         )
     return uploads
+
+
+# A listing stored between the job that lists a channel and the sensor that reads it.
+LISTING_FORMAT = "citywok-youtube-listing-1"
+_CHANNEL_ID_RE = re.compile(r"^UC[0-9A-Za-z_-]{22}$")
+
+
+class ListingFormatError(ValueError):
+    """A stored listing that is not one :func:`listing_to_json` wrote (``label`` names it)."""
+
+
+def listing_to_json(channel_id: str, uploads: list[Upload], *, listed_at: str) -> bytes:
+    """The stored form of a channel's listing: JSON, uploads in the listing's order."""
+    return json.dumps(
+        {
+            "format": LISTING_FORMAT,
+            "channel_id": channel_id,
+            "listed_at": listed_at,
+            "uploads": [dataclasses.asdict(u) for u in uploads],
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
+
+
+def listing_from_json(blob: bytes, *, channel_id: str, label: str) -> tuple[str, list[Upload]]:
+    """When a stored listing was made and its uploads; :class:`ListingFormatError` naming
+    ``label`` and the first problem. Every field is checked: the blob comes from a bucket."""
+
+    def bad(problem: str) -> ListingFormatError:
+        return ListingFormatError(f"{label}: {problem}")
+
+    try:
+        data = json.loads(blob)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad(f"not JSON ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != LISTING_FORMAT:
+        raise bad(f"not a {LISTING_FORMAT} document")
+    if data.get("channel_id") != channel_id or not _CHANNEL_ID_RE.match(channel_id):
+        raise bad(f"lists channel {data.get('channel_id')!r}, expected {channel_id!r}")
+    listed_at = data.get("listed_at")
+    entries = data.get("uploads")
+    if not isinstance(listed_at, str) or not isinstance(entries, list):
+        raise bad("listed_at must be a string and uploads a list")
+    uploads = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise bad(f"upload {i} is not an object")
+        strings = ("video_id", "channel_id", "title", "url", "published", "channel_title")
+        if not all(isinstance(entry.get(k), str) for k in strings):
+            raise bad(f"upload {i}: {', '.join(strings)} must be strings")
+        if not _VIDEO_ID_RE.match(entry["video_id"]) or entry["channel_id"] != channel_id:
+            raise bad(f"upload {i}: bad video id {entry['video_id']!r} or channel")
+        if urllib.parse.urlparse(entry["url"]).scheme not in ("http", "https"):
+            raise bad(f"upload {i}: url {entry['url']!r} is not http(s)")
+        live, duration = entry.get("live_status"), entry.get("duration_s")
+        if not isinstance(entry.get("is_short"), bool) or not (
+            live is None or isinstance(live, str)
+        ):
+            raise bad(f"upload {i}: is_short must be a boolean and live_status a string or null")
+        if not (duration is None or (isinstance(duration, int | float) and duration >= 0)):
+            raise bad(f"upload {i}: duration_s must be a non-negative number or null")
+        uploads.append(
+            Upload(
+                **{k: entry[k] for k in strings},
+                is_short=entry["is_short"],
+                live_status=live,
+                duration_s=None if duration is None else float(duration),
+            )
+        )
+    return listed_at, uploads

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lmdb
+import numpy as np
 import pytest
 
 from citywok_pipeline.demo.degrade import cut
@@ -187,6 +188,33 @@ def test_a_good_clip_beside_a_bad_one_still_gets_its_answer_and_exit_code_2(
     assert any(str(bad) in line and "file not found" in line for line in result.error_lines()), str(
         result
     )
+
+
+def test_only_the_first_max_clip_seconds_of_a_clip_are_matched(
+    tiny: Tiny, tmp_path: Path, citywok: Citywok
+) -> None:
+    # 4 s of episode 1, then 7 s of episode 2: the whole clip is mostly episode 2.
+    first, second = sorted(scan_media(tiny.media).files, key=lambda f: f.episode_id)
+    a = decode(first.path, sample_rate=SAMPLE_RATE)[5 * SAMPLE_RATE : 9 * SAMPLE_RATE]
+    b = decode(second.path, sample_rate=SAMPLE_RATE)[5 * SAMPLE_RATE : 12 * SAMPLE_RATE]
+    clip = encode(np.concatenate([a, b]), tmp_path / "spliced.wav", sample_rate=SAMPLE_RATE)
+    whole = citywok("match", tiny.snapshot, clip, "--json")
+    head = citywok("match", tiny.snapshot, clip, "--json", "--max-clip", "4")
+    assert whole.returncode == 0 and head.returncode == 0, str(head)
+    assert whole.json_lines()[0]["matches"][0]["episode_id"] == second.episode_id
+    (best, *_) = head.json_lines()[0]["matches"]
+    assert best["episode_id"] == first.episode_id and abs(best["offset_s"] - 5.0) <= 0.5
+
+
+def test_a_huge_sparse_clip_ends_at_the_decode_timeout(
+    tiny: Tiny, tmp_path: Path, citywok: Citywok
+) -> None:
+    # 50 GB of zeros named .mp3 (sparse: no disk used), which ffmpeg would scan to the end.
+    clip = tmp_path / "huge.mp3"
+    with open(clip, "wb") as f:
+        f.truncate(50 << 30)
+    result = citywok("match", tiny.snapshot, clip, "--json", "--decode-timeout", "2")
+    assert_bad_input(result, str(clip), r"huge\.mp3: decoding timed out after 2 s")
 
 
 def test_missing_ffmpeg_is_reported_as_not_installed(

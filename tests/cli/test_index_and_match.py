@@ -229,9 +229,11 @@ def test_match_prints_one_json_line_per_clip_in_the_order_given(
     lines = result.json_lines()
     assert [line["query"] for line in lines] == [c.arg for c in clips.values()]
     for line in lines:
-        assert set(line) == {"query", "ambiguous", "matches"}
+        assert set(line) == {"query", "ambiguous", "method", "matches"}
+        assert line["method"] == "audio"
         for m in line["matches"]:
             assert set(m) >= CONTRACT_MATCH_KEYS, m
+            assert m["method"] == "audio"
 
 
 @pytest.mark.parametrize("degradation", DEGRADED)
@@ -276,7 +278,12 @@ def test_clip_inside_the_shared_intro_is_ambiguous_between_that_shows_episodes(
 
 def test_unseen_audio_matches_nothing(answers: tuple[CliResult, dict[str, dict]]) -> None:
     answer = answers[1]["unseen"]
-    assert answer == {"query": "clips/unseen.flac", "ambiguous": False, "matches": []}
+    assert answer == {
+        "query": "clips/unseen.flac",
+        "ambiguous": False,
+        "method": "audio",
+        "matches": [],
+    }
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,9 +15,12 @@ from citywok_pipeline.demo.library import (
     SAMPLE_RATE,
     GeneratedEpisode,
     generate_library,
+    generate_remixed_library,
     generate_unseen_audio,
+    render_dialogue_samples,
     render_episode_samples,
     render_intro_samples,
+    render_remixed_episode_samples,
 )
 from citywok_pipeline.fingerprint.params import ParameterError
 
@@ -177,6 +180,65 @@ def test_dialogue_sits_10_to_15_db_over_the_music() -> None:
     assert 7.0 < 20 * np.log10(speech_rms / music_rms) < 18.0
 
 
+def test_a_remix_keeps_the_dialogue_and_replaces_the_music() -> None:
+    kwargs = dict(show_index=1, season=1, episode=2, duration_s=12.0, intro_s=2.0, seed=3)
+    original = render_episode_samples(**kwargs).astype(np.float64)
+    remixed = render_remixed_episode_samples(**kwargs, remix=1).astype(np.float64)
+    dialogue = render_dialogue_samples(**kwargs).astype(np.float64)
+    bed = render_episode_samples(**kwargs, speech=False).astype(np.float64)
+    assert remixed.shape == original.shape == dialogue.shape
+    # The original is its own bed plus the shared dialogue (to float32 rounding) ...
+    assert np.abs(original - (bed + dialogue)).max() < 1e-6
+    assert np.abs(dialogue[: 2 * SR]).max() == 0.0 and np.abs(dialogue).max() > 0.1
+    # ... and the remix the same dialogue over other music, intro included.
+    other = remixed - dialogue
+    for a, b in ((other[: 2 * SR], bed[: 2 * SR]), (other[3 * SR :], bed[3 * SR :])):
+        assert np.sqrt(np.mean(np.square(a))) > 0.003
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.2
+    again = render_remixed_episode_samples(**kwargs, remix=1)
+    assert np.array_equal(again, remixed.astype(np.float32))
+    assert not np.array_equal(render_remixed_episode_samples(**kwargs, remix=2), again)
+
+
+def test_a_revoiced_remix_says_the_lines_from_the_same_seconds_in_other_voices() -> None:
+    kwargs = dict(show_index=1, season=1, episode=2, duration_s=12.0, intro_s=2.0, seed=3)
+    dialogue = render_dialogue_samples(**kwargs).astype(np.float64)
+    remixed = render_remixed_episode_samples(**kwargs, remix=1).astype(np.float64)
+    revoiced = render_remixed_episode_samples(**kwargs, remix=1, revoice=1)
+    # The same music under it: the difference is the dialogue's.
+    voices = revoiced.astype(np.float64) - remixed + dialogue
+
+    def speaking(x: np.ndarray) -> np.ndarray:  # per 100 ms
+        return np.abs(x[: len(x) // 1600 * 1600]).reshape(-1, 1600).max(axis=1) > 0.01
+
+    said, again = speaking(dialogue), speaking(voices)
+    assert (said & again).sum() / (said | again).sum() > 0.7
+    starts = set(np.flatnonzero(said[1:] & ~said[:-1]).tolist())
+    assert starts and set(np.flatnonzero(again[1:] & ~again[:-1]).tolist()) <= starts
+    assert abs(np.corrcoef(dialogue, voices)[0, 1]) < 0.2  # other voices
+    assert np.array_equal(render_remixed_episode_samples(**kwargs, remix=1, revoice=1), revoiced)
+    with pytest.raises(ParameterError, match="revoice"):
+        render_remixed_episode_samples(**kwargs, revoice=-1)
+
+
+def test_a_remixed_library_has_the_original_names_and_lengths(
+    tmp_path: Path, library: list[GeneratedEpisode]
+) -> None:
+    shows = len({e.show for e in library})
+    remixed = generate_remixed_library(
+        tmp_path / "remix", shows=shows, seasons=1, episodes=len(library) // shows,
+        duration_s=DURATION_S, intro_s=INTRO_S, seed=0, formats=("flac",),
+    )  # fmt: skip
+    assert [(e.show, e.season, e.episode, e.duration_s, e.intro_s) for e in remixed] == [
+        (e.show, e.season, e.episode, e.duration_s, e.intro_s) for e in library
+    ]
+    for e in remixed:
+        assert e.path.is_relative_to(tmp_path / "remix") and e.path.suffix == ".flac"
+        assert len(decode(e.path)) == round(DURATION_S * SR)
+    with pytest.raises(ParameterError, match="remix"):
+        generate_remixed_library(tmp_path / "bad", remix=0)
+
+
 def test_unseen_audio_decodes_and_appears_in_no_episode(
     tmp_path: Path, library: list[GeneratedEpisode]
 ) -> None:
@@ -224,8 +286,8 @@ def test_every_preset_returns_finite_float32_of_the_right_length(
     y = degrade.DEGRADATIONS[name](clip, SR, np.random.default_rng(0))
     assert y.dtype == np.float32 and y.ndim == 1
     assert np.isfinite(y).all()
-    expected = round(len(clip) / 1.01) if name == "speed_+1pct" else len(clip)
-    assert len(y) == expected
+    speed, _, tempo = degrade.CHANGES.get(name, (1.0, 0.0, 1.0))
+    assert len(y) == round(len(clip) / (speed * tempo))
     assert np.abs(y).max() <= 1.5
 
 
@@ -308,3 +370,97 @@ def test_speed_raises_pitch_and_tempo_together() -> None:
     spectrum = np.abs(np.fft.rfft(core, n=16 * SR))
     peak_hz = np.argmax(spectrum) * SR / (16 * SR)
     assert peak_hz == pytest.approx(1010.0, abs=1.0)
+
+
+def _peak_hz(y: np.ndarray) -> float:
+    core = y[1000:-1000].astype(np.float64) * np.hanning(len(y) - 2000)
+    return float(np.argmax(np.abs(np.fft.rfft(core, n=16 * SR))) / 16)
+
+
+def _onsets_s(y: np.ndarray) -> np.ndarray:
+    """Where each burst of a click track starts (first sample above a tenth of the peak)."""
+    loud = np.flatnonzero(np.abs(y) > 0.1 * np.abs(y).max())
+    return loud[np.concatenate(([True], np.diff(loud) > SR // 4))] / SR
+
+
+def _bursts() -> np.ndarray:
+    x = np.zeros(4 * SR, dtype=np.float32)
+    rng = np.random.default_rng(6)
+    for at in (0.5, 1.5, 2.5, 3.5):
+        x[int(at * SR) : int(at * SR) + 800] = 0.3 * rng.standard_normal(800)
+    return x
+
+
+@pytest.mark.parametrize("semitones", [1.0, -1.0])
+def test_pitch_shift_moves_a_tone_by_semitones_and_keeps_the_timing(semitones: float) -> None:
+    tone = (0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(2 * SR) / SR)).astype(np.float32)
+    y = degrade.pitch_shift(tone, SR, semitones=semitones)
+    assert len(y) == len(tone)
+    # rubberband lands within 0.1 semitone (0.6%) of the asked shift: a real shifter errs too.
+    assert _peak_hz(y) == pytest.approx(1000.0 * 2 ** (semitones / 12), rel=0.006)
+    bursts = _bursts()
+    shifted = _onsets_s(degrade.pitch_shift(bursts, SR, semitones=semitones))
+    np.testing.assert_allclose(shifted, _onsets_s(bursts), atol=0.03)
+
+
+@pytest.mark.parametrize("method", ["atempo", "rubberband"])
+@pytest.mark.parametrize("factor", [1.25, 0.8])
+def test_tempo_shortens_the_clip_at_the_same_pitch_and_keeps_it_aligned(
+    factor: float, method: str
+) -> None:
+    tone = (0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(2 * SR) / SR)).astype(np.float32)
+    y = degrade.tempo(tone, SR, factor=factor, method=method)
+    assert len(y) == round(len(tone) / factor)
+    assert _peak_hz(y) == pytest.approx(1000.0, rel=0.006)  # rubberband errs by up to 0.5%
+    bursts = _bursts()
+    stretched = _onsets_s(degrade.tempo(bursts, SR, factor=factor, method=method))
+    # A burst at t in the source is at t / factor in the clip.
+    np.testing.assert_allclose(stretched * factor, _onsets_s(bursts), atol=0.04)
+
+
+def test_changes_out_of_range_are_parameter_errors(clip: np.ndarray) -> None:
+    with pytest.raises(ParameterError, match="semitones"):
+        degrade.pitch_shift(clip, SR, semitones=13.0)
+    with pytest.raises(ParameterError, match="tempo"):
+        degrade.tempo(clip, SR, factor=3.0)
+    with pytest.raises(ParameterError, match="method"):
+        degrade.tempo(clip, SR, factor=1.1, method="sox")
+
+
+@pytest.mark.parametrize("rt60", [0.3, 0.8])
+def test_room_impulse_response_starts_with_the_direct_sound_and_decays_at_rt60(
+    rt60: float,
+) -> None:
+    ir = degrade.room_impulse_response(SR, rt60_s=rt60, rng=np.random.default_rng(7))
+    assert np.argmax(np.abs(ir)) == 0 and ir[0] == pytest.approx(1.0)
+    early = ir[1 : int(0.04 * SR) + 1]
+    assert np.count_nonzero(np.abs(early) > 0.2) >= 6  # the early reflections
+
+    def energy_db(a: float, b: float) -> float:
+        return 10 * np.log10(np.sum(np.square(ir[int(a * rt60 * SR) : int(b * rt60 * SR)])))
+
+    # -60 dB over rt60 is -18 dB between windows 0.3 rt60 apart (the tail dulls as it goes,
+    # which loses a little more).
+    assert energy_db(0.3, 0.4) - energy_db(0.6, 0.7) == pytest.approx(18.0, abs=4.0)
+    # The diffuse tail past the early reflections: 0.5-2 times the direct sound's energy from
+    # 5 ms, of which 15-50% is left after 45 ms at these RT60s.
+    assert 0.05 <= np.sum(np.square(ir[int(0.045 * SR) :])) <= 1.2
+
+
+def test_loudspeaker_room_band_limits_and_adds_room_noise(clip: np.ndarray) -> None:
+    y = degrade.loudspeaker_room(clip, SR, rng=np.random.default_rng(8))
+    assert y.dtype == np.float32 and len(y) == len(clip)
+    assert best_lag(y, clip, max_lag=800) == 0  # the direct sound keeps the clip aligned
+    x = (0.1 * np.random.default_rng(9).standard_normal(4 * SR)).astype(np.float32)
+    quiet_room = degrade.loudspeaker_room(x, SR, rng=np.random.default_rng(9), snr_db=(60, 60))
+
+    def loss_db(lo: float, hi: float) -> float:
+        return 10 * np.log10(band_energy(quiet_room, lo, hi) / band_energy(x, lo, hi))
+
+    assert loss_db(7600, 8000) - loss_db(1000, 3000) < -20
+    assert loss_db(20, 80) - loss_db(1000, 3000) < -20
+    noisy = degrade.loudspeaker_room(x, SR, rng=np.random.default_rng(9), snr_db=(10, 10))
+    noise = noisy.astype(np.float64) - quiet_room
+    assert 10 * np.log10(np.mean(quiet_room**2) / np.mean(noise**2)) == pytest.approx(10, abs=0.5)
+    with pytest.raises(ParameterError, match="silent"):
+        degrade.loudspeaker_room(np.zeros(SR, np.float32), SR, rng=np.random.default_rng(0))

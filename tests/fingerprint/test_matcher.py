@@ -1,12 +1,15 @@
 """The matcher: its vectorised scoring helpers against the plain definitions they replace,
 and which passes a clip goes through."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.signal import resample_poly
 
+from citywok_pipeline.demo.degrade import pitch_shift, speed, tempo
 from citywok_pipeline.demo.library import SAMPLE_RATE, render_episode_samples
 from citywok_pipeline.fingerprint import DEFAULT_PARAMS
 from citywok_pipeline.fingerprint.hashes import hash_peaks
@@ -14,13 +17,16 @@ from citywok_pipeline.fingerprint.index import MemoryIndex
 from citywok_pipeline.fingerprint.matcher import (
     DEFAULT_MATCH_PARAMS,
     MatchParams,
+    _Clip,
+    _run_passes,
     _windows,
     fingerprint,
     match_samples,
+    passes,
 )
 from citywok_pipeline.fingerprint.params import ParameterError
 from citywok_pipeline.fingerprint.peaks import find_peaks
-from citywok_pipeline.fingerprint.records import Episode
+from citywok_pipeline.fingerprint.records import Episode, Match
 from citywok_pipeline.fingerprint.spectrogram import spectrogram
 
 
@@ -95,6 +101,7 @@ def test_a_clip_of_one_episode_is_settled_by_the_quick_pass(show) -> None:
     # Only the quick pass ran: the index's peaks, half its fan-out.
     quick = _hashes(clip, peaks_per_second=None, fanout=DEFAULT_MATCH_PARAMS.quick_fanout)
     assert DEFAULT_MATCH_PARAMS.quick_fanout < DEFAULT_PARAMS.fanout
+    assert result.passes == ("quick",)
     assert result.query_hashes == quick
 
 
@@ -108,6 +115,7 @@ def test_shared_audio_goes_on_to_the_index_fingerprint_and_names_every_episode(s
     # The quick pass found two episodes close together; the clip fingerprinted exactly like
     # the index (its whole fan-out) settled it, without the dense passes.
     whole = _hashes(clip, peaks_per_second=None, fanout=DEFAULT_PARAMS.fanout)
+    assert result.passes == ("quick", "whole")
     assert result.query_hashes == whole
 
 
@@ -130,9 +138,121 @@ def test_clips_short_of_evidence_are_settled_by_the_index_fingerprint_before_the
         quick = _hashes(clip, peaks_per_second=None, fanout=DEFAULT_MATCH_PARAMS.quick_fanout)
         whole = _hashes(clip, peaks_per_second=None, fanout=DEFAULT_PARAMS.fanout)
         result = match_samples(clip, index)
-        if result.query_hashes == whole > quick:  # the quick pass, then the whole fingerprint
+        if result.passes == ("quick", "whole"):
+            assert result.query_hashes == whole > quick
             assert not result.ambiguous
             assert result.matches[0].episode_id == "show-s01e02"
             assert result.matches[0].offset_s == pytest.approx(start, abs=0.05)
             settled.append(start)
     assert settled
+
+
+def test_a_clip_not_in_the_index_runs_every_pass_in_order_and_is_not_matched(show) -> None:
+    index, _ = show
+    rng = np.random.default_rng(5)
+    noise = (0.1 * rng.standard_normal(4 * DEFAULT_PARAMS.sample_rate)).astype(np.float32)
+    result = match_samples(noise, index)
+    assert result.matches == ()
+    labels = list(passes(DEFAULT_PARAMS))
+    # The whole fingerprint only when the quick pass asks for it; every other pass in order.
+    assert list(result.passes) == [x for x in labels if x != "whole"]
+
+
+def test_a_match_says_how_the_clip_was_changed_in_its_json() -> None:
+    m = Match(
+        episode_id="a", source="a.mp3", season="s", offset_s=1.0, score=9, confidence=1.0,
+        speed=1.0417, pitch=-1.0, tempo=1.25,
+    )  # fmt: skip
+    assert {k: m.to_dict()[k] for k in ("speed", "pitch", "tempo")} == {
+        "speed": 1.0417,
+        "pitch": -1.0,
+        "tempo": 1.25,
+    }
+
+
+def test_passes_are_named_by_what_they_undo() -> None:
+    step = passes(DEFAULT_PARAMS)["dense"]
+    assert step.freq_factor == step.time_factor == 1.0
+    pal = dataclasses.replace(step, name="speed", speed=25 / 24)
+    assert pal.label == "speed x1.042"
+    assert pal.freq_factor == pal.time_factor == pytest.approx(25 / 24)
+    up = dataclasses.replace(step, name="pitch", pitch=1.0)
+    assert up.label == "pitch +1"
+    assert (up.freq_factor, up.time_factor) == (pytest.approx(2 ** (1 / 12)), 1.0)
+    fast = dataclasses.replace(step, name="tempo", tempo=1.25)
+    assert (fast.label, fast.freq_factor, fast.time_factor) == ("tempo x1.25", 1.0, 1.25)
+
+
+# The search over changes: a clip sped up (pitch following), pitch-shifted or time-stretched
+# is found, at its offset in the episode's time, with the change it was made with.
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda x, sr: speed(x, sr, factor=25 / 24), {"speed": 25 / 24}),
+        (lambda x, sr: speed(x, sr, factor=0.95), {"speed": 0.95}),
+        (lambda x, sr: pitch_shift(x, sr, semitones=1.0), {"pitch": 1.0}),
+        (lambda x, sr: pitch_shift(x, sr, semitones=-1.0), {"pitch": -1.0}),
+        (lambda x, sr: tempo(x, sr, factor=1.25), {"tempo": 1.25}),
+        (lambda x, sr: tempo(x, sr, factor=0.8), {"tempo": 0.8}),
+    ],
+    ids=["speed_pal", "speed_0.95", "pitch_+1", "pitch_-1", "tempo_1.25", "tempo_0.8"],
+)
+def test_a_changed_clip_is_found_with_the_change_it_was_made_with(show, change, expected) -> None:
+    index, audio = show
+    rate = DEFAULT_PARAMS.sample_rate
+    unchanged = {"speed": 1.0, "pitch": 0.0, "tempo": 1.0}
+    for start in (12, 27):  # past the shared theme
+        clip = change(audio[1][start * rate : (start + 4) * rate], rate)
+        result = match_samples(clip, index)
+        assert [m.episode_id for m in result.matches] == ["show-s01e02"]
+        m = result.matches[0]
+        assert m.offset_s == pytest.approx(start, abs=0.1)
+        found = {"speed": m.speed, "pitch": m.pitch, "tempo": m.tempo}
+        # Within half a step of the search's grid of the change made, the others unchanged.
+        assert found == pytest.approx({**unchanged, **expected}, abs=0.05)
+
+
+def test_a_clip_sped_up_past_the_searched_range_is_not_in_the_library(show) -> None:
+    index, audio = show
+    rate = DEFAULT_PARAMS.sample_rate
+    for start in (12, 27):
+        clip = speed(audio[1][start * rate : (start + 6) * rate], rate, factor=1.4)
+        result = match_samples(clip, index)
+        assert result.matches == ()
+        assert len(result.passes) == len(passes(DEFAULT_PARAMS)) - 1  # all but "whole"
+
+
+def test_the_search_over_changes_is_ordered_by_how_common_a_change_is() -> None:
+    labels = [p.label for p in passes(DEFAULT_PARAMS).values()]
+    assert labels[:3] == ["quick", "whole", "dense"]
+    # PAL's speed-up of film and a player's 1.25x before the small pitch shifts.
+    assert labels.index("speed x1.042") < labels.index("tempo x1.25") < labels.index("pitch +1")
+    assert labels.index("speed x0.96") < labels.index("tempo x0.8")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("speeds", (1.3,)), ("pitches", (0.0,)), ("tempos", (1.0,))]
+)
+def test_a_change_outside_what_can_be_searched_is_a_parameter_error(field, value) -> None:
+    with pytest.raises(ParameterError, match=field):
+        MatchParams(**{field: value})
+
+
+def test_passes_run_together_score_as_they_do_one_at_a_time(show) -> None:
+    index, audio = show
+    rate = DEFAULT_PARAMS.sample_rate
+    clip = _Clip(speed(audio[0][14 * rate : 18 * rate], rate, factor=25 / 24), index, MatchParams())
+    # Every hit scored: no shared budget to cut differently.
+    steps = [dataclasses.replace(p, hits_per_hash=10**6) for p in passes(DEFAULT_PARAMS).values()]
+    together = _run_passes(clip, steps[:9])
+    for step, got in zip(steps[:9], together, strict=True):
+        alone = _run_passes(clip, [step])[0]
+        assert (got.step, got.n_hits, got.n_hashes) == (alone.step, alone.n_hits, alone.n_hashes)
+        assert [(c.episode, c.score, c.offset_frames) for c in got.candidates] == [
+            (c.episode, c.score, c.offset_frames) for c in alone.candidates
+        ]
+        for a, b in zip(got.candidates, alone.candidates, strict=True):
+            np.testing.assert_array_equal(a.hits, b.hits)
+    assert max(r.score for r in together) > 0

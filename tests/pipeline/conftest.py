@@ -25,7 +25,6 @@ from citywok_pipeline.embedded import PassReport, run_pipeline_once
 from citywok_pipeline.resources import (
     ArtefactStore,
     CatalogResource,
-    LocalArtefactStore,
     SeasonFoldersResource,
     SnapshotDirectoryResource,
     TranscriberResource,
@@ -133,7 +132,7 @@ def pipeline(media_root: Path, tmp_path: Path) -> Iterator[Pipeline]:
     """The pipeline on a local artefact store and a SQLite instance."""
     home = tmp_path / "citywok"
     with sqlite_instance(tmp_path / "dagster") as instance:
-        yield Pipeline(media_root, home, LocalArtefactStore(root=str(home / "artefacts")), instance)
+        yield Pipeline(media_root, home, ArtefactStore(bucket_url=home.as_uri()), instance)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,10 +204,10 @@ def postgres_instance(
 # `make dev`'s server: the devserver wrapper, started the way a script's `&` starts it.
 
 
-def graphql(base: str, query: str) -> dict[str, Any]:
+def graphql(base: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     request = urllib.request.Request(
         f"{base}/graphql",
-        data=json.dumps({"query": query}).encode(),
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -229,12 +228,17 @@ def _ignore_sigint() -> None:
 
 @contextlib.contextmanager
 def start_dev_server(
-    home: Path, media: Path, log: Path, *, timeout_s: float = 150
+    home: Path,
+    media: Path,
+    log: Path,
+    *,
+    timeout_s: float = 150,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[DevServer]:
     """`python -m citywok_pipeline.devserver` on ``home`` and ``media``, once its code location loaded."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "CITYWOK_BUCKET_URL")}
-    env.update(CITYWOK_HOME=str(home), CITYWOK_MEDIA_ROOT=str(media))
+    env.update(CITYWOK_HOME=str(home), CITYWOK_MEDIA_ROOT=str(media), **(extra_env or {}))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "citywok_pipeline.devserver", "--port", str(port)],

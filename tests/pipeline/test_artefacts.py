@@ -1,10 +1,9 @@
-"""Stored artefact formats and the local store, without Dagster."""
+"""Stored artefact formats, without Dagster (the store itself: tests/test_blobstore.py)."""
 
 from __future__ import annotations
 
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ from citywok_pipeline.artefacts import (
 from citywok_pipeline.fingerprint import DEFAULT_PARAMS, FingerprintParams, fingerprint
 from citywok_pipeline.fingerprint.audio import decode
 from citywok_pipeline.fingerprint.hashes import Hashes
-from citywok_pipeline.resources import ArtefactNotFoundError, LocalArtefactStore
 from tests.conftest import tone_music
 
 
@@ -70,25 +68,3 @@ def test_waveform_thumbnail_is_a_valid_png() -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
     assert (width, height) == (120, 20)
-
-
-def test_local_store_writes_atomically_and_lists_what_it_holds(tmp_path: Path) -> None:
-    store = LocalArtefactStore(root=str(tmp_path / "store"))
-    a = store.put("raw_audio/x.flac", b"one")
-    store.put("raw_audio/x.flac", b"two")
-    store.put("fingerprints/x.cwfp.zst", b"three")
-    assert store.get("raw_audio/x.flac") == b"two"
-    assert a.uri.startswith("file://") and a.size == 3
-    assert store.list_keys() == ["fingerprints/x.cwfp.zst", "raw_audio/x.flac"]
-    assert store.list_keys("raw_audio/") == ["raw_audio/x.flac"]
-    assert not [p for p in (tmp_path / "store").rglob("*") if p.name.startswith(".")]
-    store.delete("raw_audio/x.flac")
-    assert not store.exists("raw_audio/x.flac")
-    with pytest.raises(ArtefactNotFoundError, match="no such artefact"):
-        store.get("raw_audio/x.flac")
-
-
-@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a"])
-def test_store_keys_cannot_escape_the_store(tmp_path: Path, key: str) -> None:
-    with pytest.raises(ValueError, match="bad artefact key"):
-        LocalArtefactStore(root=str(tmp_path)).put(key, b"x")

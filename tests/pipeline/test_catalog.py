@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from citywok_pipeline.catalog import (
-    Catalog,
+    SCHEMA_VERSION,
+    CatalogError,
+    CatalogUnavailableError,
+    PostgresCatalog,
     ScannedFile,
+    ScanPlan,
     SeasonBuild,
     VideoRecord,
+    open_catalog,
     plan_scan,
     plan_seasons,
 )
+from tests.conftest import free_port
+
+from .conftest import PG_HOST, PG_PORT, PG_USER
 
 T0, T1, T2 = (
     "2026-01-01T00:00:00.000000Z",
@@ -186,8 +198,21 @@ def test_season_run_keys_change_with_the_shard_generation() -> None:
     assert plan_seasons([a], built)[0].run_key != first
 
 
-def test_the_catalog_file_round_trips_scans_and_builds(tmp_path: Path) -> None:
-    cat = Catalog(tmp_path / "sub" / "catalog.sqlite")
+# ----------------------------------------------------------------------------------------------
+# Storage: every test below runs on both implementations.
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new catalog: a SQLite file, or a fresh database on the local Postgres."""
+    if request.param == "sqlite":
+        return str(tmp_path / "sub" / "catalog.sqlite")
+    database = request.getfixturevalue("postgres_database")
+    return f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{database}"
+
+
+def test_the_catalog_round_trips_scans_and_builds(catalog_target: str) -> None:
+    cat = open_catalog(catalog_target)
     files = [scanned(1), scanned(2)]
     plan = plan_scan(files, {}, video_partitions=set(), season_partitions=set(), now=T0)
     cat.apply_scan(plan, now=T0)
@@ -215,3 +240,148 @@ def test_the_catalog_file_round_trips_scans_and_builds(tmp_path: Path) -> None:
     assert cat.season_builds() == {
         "showa-s01": SeasonBuild("showa-s01", T2, {"showa-s01e01": "f1"}, "s1")
     }
+    assert cat.schema_version() == SCHEMA_VERSION
+    # Another process opening the same catalog finds the same rows.
+    assert open_catalog(catalog_target).video("showa-s01e01") == rec
+
+
+def test_two_writers_racing_on_one_new_video_make_one_row_and_the_first_insert_wins(
+    catalog_target: str,
+) -> None:
+    open_catalog(catalog_target).videos()  # created before the race, as a deployment does
+    f = scanned(1)
+    plans = [
+        plan_scan([f], {}, video_partitions=set(), season_partitions=set(), now=f"T{i}")
+        for i in range(6)
+    ]
+    start, errors = threading.Barrier(len(plans)), []
+
+    def write(plan: ScanPlan) -> None:
+        try:
+            cat = open_catalog(catalog_target)  # its own connections, as another process has
+            start.wait(30)
+            cat.apply_scan(plan, now=plan.upserts[0].found_at)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in plans]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    rows = open_catalog(catalog_target).videos(include_removed=True)
+    assert [r.episode_id for r in rows] == [f.episode_id]
+    # The winner's found_at (its run key) stays: a later writer only repeats the facts.
+    assert rows[0].found_at in {f"T{i}" for i in range(6)}
+    for plan in plans:
+        open_catalog(catalog_target).apply_scan(plan, now="T9")
+    assert [r.found_at for r in open_catalog(catalog_target).videos()] == [rows[0].found_at]
+
+
+def test_a_scan_racing_a_step_loses_nothing_the_step_recorded(catalog_target: str) -> None:
+    cat = open_catalog(catalog_target)
+    f = scanned(1)
+    cat.apply_scan(
+        plan_scan([f], {}, video_partitions=set(), season_partitions=set(), now=T0), now=T0
+    )
+    seen = {r.episode_id: r for r in cat.videos(include_removed=True)}
+    # The scan saw the video before its fingerprints were recorded, then found it changed.
+    cat.record_fingerprints(f.episode_id, version="f1", at=T1)
+    changed = plan_scan([replace(f, size=200)], seen, video_partitions={f.episode_id},
+                        season_partitions={"showa-s01"}, now=T2)  # fmt: skip
+    assert changed.changed == (f.episode_id,)
+    cat.apply_scan(changed, now=T2)
+    rec = cat.video(f.episode_id)
+    assert rec is not None and (rec.size, rec.fingerprints_version) == (200, "f1")
+
+
+def test_a_failed_write_leaves_nothing_half_written(catalog_target: str) -> None:
+    cat = open_catalog(catalog_target)
+    good = plan_scan([scanned(1), scanned(2)], {}, video_partitions=set(), season_partitions=set(),
+                     now=T0)  # fmt: skip
+    bad = replace(good.upserts[1], title=None)  # NOT NULL: the database refuses the row
+    with pytest.raises(Exception, match=r"(?i)null"):
+        cat.apply_scan(replace(good, upserts=(good.upserts[0], bad)), now=T0)
+    assert cat.videos(include_removed=True) == []
+
+
+def test_a_catalog_written_by_newer_code_is_refused(catalog_target: str) -> None:
+    cat = open_catalog(catalog_target)
+    cat.videos()
+    cat._update("UPDATE catalog_meta SET value = '99' WHERE key = 'schema_version'", ())
+    with pytest.raises(CatalogError, match="schema version 99 is newer"):
+        open_catalog(catalog_target).videos()
+
+
+def test_a_version_1_sqlite_catalog_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "catalog.sqlite"
+    with sqlite3.connect(path) as old:  # what the first release wrote
+        old.executescript(V1_SCHEMA)
+        old.execute("INSERT INTO catalog_meta VALUES ('schema_version', '1')")
+        old.execute(
+            "INSERT INTO videos VALUES ('showa-s01e01', 'showa-s01', 'Show A', 1, 1, 'a.mp3', "
+            "'file:///a.mp3', 'A', 10, 1, ?, ?, NULL, NULL, NULL, 'a1', 'f1', ?)",
+            (T0, T0, T1),
+        )
+    cat = open_catalog(path)
+    rec = cat.video("showa-s01e01")
+    assert rec is not None and rec.fingerprints_version == "f1" and rec.embeddings_version is None
+    cat.record_embeddings("showa-s01e01", version="e1")
+    assert cat.video("showa-s01e01").embeddings_version == "e1"  # type: ignore[union-attr]
+    assert cat.schema_version() == SCHEMA_VERSION
+
+
+V1_SCHEMA = """
+CREATE TABLE videos (episode_id TEXT PRIMARY KEY, season TEXT NOT NULL, show TEXT NOT NULL,
+    season_number INTEGER, episode_number INTEGER, source TEXT NOT NULL, source_uri TEXT NOT NULL,
+    title TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, found_at TEXT NOT NULL,
+    changed_at TEXT NOT NULL, removed_at TEXT, sha256 TEXT, duration_s REAL, audio_version TEXT,
+    fingerprints_version TEXT, fingerprinted_at TEXT);
+CREATE INDEX videos_by_season ON videos (season);
+CREATE TABLE seasons (season TEXT PRIMARY KEY, built_at TEXT NOT NULL, inputs TEXT NOT NULL,
+    shard_version TEXT);
+CREATE TABLE catalog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def test_an_unreachable_catalog_database_is_named_without_its_password() -> None:
+    port = free_port()  # nothing listens there
+    cat = PostgresCatalog(
+        f"postgresql://citywok:s3cret-pw@127.0.0.1:{port}/catalog", connect_timeout_s=2
+    )
+    with pytest.raises(CatalogUnavailableError) as caught:
+        cat.videos()
+    message = str(caught.value)
+    assert f"postgresql://citywok@127.0.0.1:{port}/catalog" in message
+    assert "s3cret" not in message and "nothing was written" in message
+
+
+def test_many_processes_creating_one_postgres_catalog_at_once_agree(
+    postgres_database: str,
+) -> None:
+    url = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{postgres_database}"
+    start, errors = threading.Barrier(6), []
+
+    def create() -> None:
+        try:
+            cat = open_catalog(url)
+            start.wait(30)
+            cat.videos()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert open_catalog(url).schema_version() == SCHEMA_VERSION
+
+
+def test_a_season_being_built_gets_no_request_until_its_build_ends() -> None:
+    a = catalogued(scanned(1), fingerprints_version="va")
+    b = catalogued(scanned(1, "showb-s02"), fingerprints_version="vb")
+    assert [r.season for r in plan_seasons([a, b], {}, in_progress={"showa-s01"})] == ["showb-s02"]
+    assert [r.season for r in plan_seasons([a, b], {})] == ["showa-s01", "showb-s02"]

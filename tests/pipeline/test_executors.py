@@ -51,3 +51,28 @@ def test_gpu_steps_go_to_the_gpu_queue_and_request_a_gpu_node_on_kubernetes() ->
     assert [t.key for t in pod.tolerations] == ["nvidia.com/gpu"]
     executor = executor_for({"CITYWOK_EXECUTOR": "k8s", "CITYWOK_K8S_NAMESPACE": "media"})
     assert executor.name == "k8s"
+
+
+def test_celery_redelivers_a_step_only_after_a_timeout_above_the_longest_step() -> None:
+    import importlib.util
+
+    from citywok_pipeline.executors import VISIBILITY_TIMEOUT_S, celery_settings
+
+    from .conftest import REPO
+
+    # A two-hour episode transcribed on the CPU takes well over an hour; the default is 12 h.
+    assert VISIBILITY_TIMEOUT_S >= 6 * 3600
+    executor = executor_for({"CITYWOK_EXECUTOR": "celery"})
+    source = executor.apply_config_mapping({}).value["config"]["config_source"]
+    assert source["broker_transport_options"]["visibility_timeout"] == VISIBILITY_TIMEOUT_S
+    assert source["task_acks_late"] is True and source["worker_prefetch_multiplier"] == 1
+    # The workers' settings module (deploy/) says the same, and follows the override.
+    spec = importlib.util.spec_from_file_location(
+        "dagster_celery_config", REPO / "deploy" / "dagster_celery_config.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.broker_transport_options == source["broker_transport_options"]
+    longer = celery_settings({"CITYWOK_CELERY_VISIBILITY_TIMEOUT_S": "90000"})
+    assert longer["broker_transport_options"]["visibility_timeout"] == 90000

@@ -1,26 +1,30 @@
-"""The published_version asset and the retention job, on a local folder and on SeaweedFS."""
+"""The published_version asset (publishing the shards in the artefact store) and the retention
+job, on a local folder and on SeaweedFS."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
+from citywok_pipeline.assets.partitions import shard_key
 from citywok_pipeline.assets.publishing import prune_versions_job, published_version
 from citywok_pipeline.publishing import list_versions, read_latest
+from citywok_pipeline.resources import ArtefactStore
 from citywok_pipeline.resources.publishing import PublishedVersionsResource
-from citywok_pipeline.resources.snapshots import SnapshotDirectoryResource
+from citywok_pipeline.snapshot import shard_paths
 from tests.conftest import S3Server
 from tests.publishing.conftest import build_season
 
 
 def materialise(snapshot: Path, versions: PublishedVersionsResource) -> dict[str, object]:
+    """Store the shards of ``snapshot`` as season_snapshot would, then publish from the store."""
+    artefacts = ArtefactStore(bucket_url=versions.bucket_url, s3=versions.s3)
+    for shard in shard_paths(snapshot):
+        artefacts.put(shard_key(shard.stem), shard)
     result = dg.materialize(
-        [published_version],
-        resources={
-            "snapshots": SnapshotDirectoryResource(path=str(snapshot)),
-            "versions": versions,
-        },
+        [published_version], resources={"artefacts": artefacts, "versions": versions}
     )
     assert result.success
     (mat,) = result.asset_materializations_for_node("published_version")
@@ -31,8 +35,9 @@ def test_published_version_uploads_changed_shards_and_skips_an_unchanged_snapsho
     seaweedfs: S3Server, s3_bucket: str, tmp_path: Path
 ) -> None:
     versions = PublishedVersionsResource(
-        bucket_url=f"s3://{s3_bucket}/citywok", endpoint_url=seaweedfs.endpoint_url,
-        aws_access_key_id=seaweedfs.access_key, aws_secret_access_key=seaweedfs.secret_key,
+        bucket_url=f"s3://{s3_bucket}/citywok",
+        s3=S3Resource(endpoint_url=seaweedfs.endpoint_url, aws_access_key_id=seaweedfs.access_key,
+                      aws_secret_access_key=seaweedfs.secret_key),
     )  # fmt: skip
     snapshot = tmp_path / "snapshot"
     build_season(snapshot, "alpha-s01", (1, 2))

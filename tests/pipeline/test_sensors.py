@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -103,14 +102,61 @@ def test_a_missing_media_root_is_skipped_with_the_reason(
     assert "media root is not a directory" in (result.skip_reason.skip_message or "")  # type: ignore[union-attr]
 
 
-def test_the_backfill_schedule_requests_videos_never_fingerprinted(pipeline: Pipeline) -> None:
-    pipeline.instance.add_dynamic_partitions(
-        "videos", ["harbour-lights-s01e01", "harbour-lights-s01e02"]
+def test_an_orphan_partition_is_skipped_by_its_run_and_deleted_by_the_scan(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.run()
+    # What "Add a partition" in a launch dialog does: a partition no catalog record backs.
+    pipeline.instance.add_dynamic_partitions("videos", ["made-by-hand"])
+    run = pipeline.defs.resolve_job_def("video_job").execute_in_process(
+        instance=pipeline.instance, partition_key="made-by-hand", raise_on_error=False
     )
-    schedule = pipeline.defs.resolve_schedule_def("video_backfill_schedule")
-    when = datetime.datetime(2026, 1, 1, 0, 17, tzinfo=datetime.UTC)
-    with dg.build_schedule_context(
-        instance=pipeline.instance, scheduled_execution_time=when, resources=pipeline.resources
-    ) as context:
-        requests = list(schedule(context))
-    assert {r.partition_key for r in requests} == {"harbour-lights-s01e01", "harbour-lights-s01e02"}  # type: ignore[union-attr]
+    assert run.success, "an orphan's run must not fail (it would turn the asset's status red)"
+    assert not run.get_asset_materialization_events()
+    logged = [e.user_message for e in pipeline.instance.all_logs(run.run_id)]
+    assert any("orphan partition" in m for m in logged)
+    status = pipeline.instance.get_status_by_partition(
+        dg.AssetKey("raw_audio"), ["made-by-hand"], dg.DynamicPartitionsDefinition(name="videos")
+    )
+    assert (status or {}).get("made-by-hand") != dg.AssetPartitionStatus.FAILED
+
+    result = evaluate_sensor(pipeline.defs, pipeline.instance, "media_scan_sensor")
+    deletes = [
+        r for r in result.dynamic_partitions_requests or []
+        if isinstance(r, dg.DeleteDynamicPartitionsRequest)
+    ]  # fmt: skip
+    assert [list(r.partition_keys) for r in deletes] == [["made-by-hand"]]
+    assert not result.run_requests
+
+
+def test_no_season_build_is_requested_while_one_is_queued_and_it_is_requested_after(
+    pipeline: Pipeline,
+) -> None:
+    report = PassReport()
+    scan = evaluate_sensor(pipeline.defs, pipeline.instance, "media_scan_sensor")
+    apply_sensor_result(pipeline.defs, pipeline.instance, "media_scan_sensor", scan, report)
+    assert not report.failures
+    # A build of one season queued (by the sensor, as the daemon would launch it) and one of
+    # the other launched by hand from the UI (only the partition tag): neither is requested.
+    job = pipeline.defs.resolve_job_def("season_snapshot_job")
+    # (NOT_STARTED: a QUEUED run needs a code location origin, which a test instance lacks.)
+    queued = pipeline.instance.create_run_for_job(
+        job_def=job, tags={"citywok/season": "harbour-lights-s01"},
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )  # fmt: skip
+    by_hand = pipeline.instance.create_run_for_job(
+        job_def=job, tags={"dagster/partition": "the-night-kitchen-s01"},
+        asset_selection=frozenset({dg.AssetKey("season_snapshot")}),
+        status=dg.DagsterRunStatus.STARTED,
+    )  # fmt: skip
+    waiting = evaluate_sensor(pipeline.defs, pipeline.instance, "season_snapshot_sensor")
+    assert not waiting.run_requests
+    assert "2 being built" in str(waiting.skip_reason)
+    # Once they end (here without building anything), the inputs still differ: requested again.
+    pipeline.instance.report_run_failed(queued)
+    pipeline.instance.report_run_canceled(by_hand)
+    after = evaluate_sensor(pipeline.defs, pipeline.instance, "season_snapshot_sensor")
+    assert {r.partition_key for r in after.run_requests or []} == {
+        "harbour-lights-s01",
+        "the-night-kitchen-s01",
+    }

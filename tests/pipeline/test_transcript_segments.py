@@ -9,7 +9,7 @@ import pytest
 from citywok_pipeline.assets.embeddings import segment_embeddings
 from citywok_pipeline.assets.partitions import transcript_key
 from citywok_pipeline.assets.transcript_segments import transcript_segments
-from citywok_pipeline.catalog import Catalog
+from citywok_pipeline.catalog import open_catalog
 from citywok_pipeline.definitions import build_definitions, resources_for
 from citywok_pipeline.resources.embedder import EmbedderResource
 from citywok_pipeline.resources.postgres import PostgresResource
@@ -50,7 +50,7 @@ def test_materialising_twice_keeps_one_copy_and_search_finds_a_spoken_phrase(
 ) -> None:
     report = pipeline.run()  # discovers the library, decodes and transcribes every video
     assert not report.failures, report.failures
-    videos = sorted(v.episode_id for v in Catalog(pipeline.catalog_path).videos())
+    videos = sorted(v.episode_id for v in open_catalog(pipeline.catalog_path).videos())
 
     first = {video: _materialise(pipeline, pgvector_url, video) for video in videos}
     rows = _rows(pgvector_url)

@@ -11,9 +11,9 @@ import dagster as dg
 import pytest
 
 from citywok_pipeline.assets.partitions import GPU_OP_TAGS, transcript_key
-from citywok_pipeline.catalog import Catalog
+from citywok_pipeline.catalog import open_catalog
 from citywok_pipeline.definitions import build_definitions, resources_for
-from citywok_pipeline.resources import LocalArtefactStore, TranscriberResource
+from citywok_pipeline.resources import ArtefactStore, TranscriberResource
 from citywok_pipeline.transcripts.artefact import unpack_transcript
 
 from .conftest import SPARE, TINY, Pipeline, sqlite_instance
@@ -31,7 +31,7 @@ def built(
     shutil.copytree(tiny_library_source, media, ignore=shutil.ignore_patterns(f"*{SPARE}*"))
     home = tmp / "citywok"
     with sqlite_instance(tmp / "dagster") as instance:
-        pipeline = Pipeline(media, home, LocalArtefactStore(root=str(home / "artefacts")), instance)
+        pipeline = Pipeline(media, home, ArtefactStore(bucket_url=home.as_uri()), instance)
         report = pipeline.run()
         assert not report.failures, report.failures
         yield pipeline
@@ -63,7 +63,7 @@ def rematerialise(pipeline: Pipeline, video: str, defs: dg.Definitions | None = 
 
 def test_the_pipeline_transcribes_every_video_with_metadata(built: Pipeline) -> None:
     pipeline = built
-    videos = {v.episode_id for v in Catalog(pipeline.catalog_path).videos()}
+    videos = {v.episode_id for v in open_catalog(pipeline.catalog_path).videos()}
     assert len(videos) == 4
     for video in videos:
         record = transcript_records(pipeline, video)[0]

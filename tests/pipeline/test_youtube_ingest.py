@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from citywok_pipeline.catalog import Catalog
+from citywok_pipeline.catalog import open_catalog
 from citywok_pipeline.definitions import build_definitions, resources_for
 from citywok_pipeline.embedded import PassReport, apply_sensor_result, evaluate_sensor
 from citywok_pipeline.publishing.versions import read_latest, read_manifest
@@ -53,7 +53,7 @@ def test_a_new_upload_is_downloaded_materialised_and_lands_in_its_channels_shard
         seasons = evaluate_sensor(defs, pipeline.instance, "season_snapshot_sensor")
         apply_sensor_result(defs, pipeline.instance, "season_snapshot_sensor", seasons, report)
     assert not report.runs_of("season_snapshot_job")[0].error
-    video = Catalog(pipeline.catalog_path).video("yt-kitchen0001")
+    video = open_catalog(pipeline.catalog_path).video("yt-kitchen0001")
     assert video is not None and video.fingerprints_version and video.duration_s
     assert "youtube kitchen0001" in (tmp_path / "yt" / "download-archive.txt").read_text()
     with Snapshot.open(pipeline.snapshot) as snapshot:

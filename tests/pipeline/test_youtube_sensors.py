@@ -10,10 +10,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from citywok_pipeline.catalog import Catalog
+from citywok_pipeline.catalog import open_catalog
 from citywok_pipeline.definitions import build_definitions, resources_for
 from citywok_pipeline.embedded import evaluate_sensor
-from citywok_pipeline.resources import CatalogResource, YouTubeResource
+from citywok_pipeline.resources import ArtefactStore, CatalogResource, YouTubeResource
 from citywok_pipeline.sensors.youtube import FeedCursor
 from tests.youtube.server import Failure, LocalYouTube, Video, serve_local_youtube
 
@@ -46,6 +46,7 @@ class Tick:
         self.resources = {
             **resources_for({}),
             "catalog": CatalogResource(path=str(self.catalog_path)),
+            "artefacts": ArtefactStore(bucket_url=(tmp_path / "bucket").as_uri()),
             "youtube": YouTubeResource(
                 channels=CHANNEL, feed_url=youtube.feed_base,
                 listing_url=youtube.listing_template, state_dir=str(tmp_path / "yt"),
@@ -65,6 +66,11 @@ class Tick:
         if name == "youtube_uploads_sensor":
             self.cursor = result.cursor
         return result
+
+    def list_channels(self) -> dg.ExecuteInProcessResult:
+        """Run youtube_listing_job, as its schedule would."""
+        job = build_definitions(self.resources).resolve_job_def("youtube_listing_job")
+        return job.execute_in_process(instance=self.instance, raise_on_error=False)
 
     @property
     def videos(self) -> list[str]:
@@ -93,7 +99,7 @@ def test_the_first_tick_adds_each_upload_and_its_channel_season_and_requests_the
         r.run_key and r.run_key.startswith(r.partition_key or "?")
         for r in result.run_requests or []
     )
-    record = Catalog(tick.catalog_path).video("yt-kitchen0002")
+    record = open_catalog(tick.catalog_path).video("yt-kitchen0002")
     assert record is not None and record.season == SEASON and record.show == "Night Kitchen"
     assert record.source_uri == f"{youtube.base}/media/kitchen0002.m4a"
     assert FeedCursor.load(tick.cursor).etags[CHANNEL]
@@ -196,6 +202,12 @@ def test_the_channel_sync_finds_what_the_feed_missed_and_runs_only_the_newest_fe
     tick = Tick(tmp_path, youtube, max_new_per_tick=15)
     try:
         assert len(requested(tick())) == 15
+        skipped = tick("youtube_channel_sync_sensor")
+        assert "not listed yet" in (skipped.skip_reason.skip_message or "")  # type: ignore[union-attr]
+        listing = tick.list_channels()
+        assert listing.success
+        [materialised] = listing.get_asset_materialization_events()
+        assert materialised.materialization.metadata["videos"] == dg.IntMetadataValue(19)
         result = tick("youtube_channel_sync_sensor")
         # The 4 oldest were never in the feed: partitions for all, runs for them (cap 15).
         assert requested(result) == [
@@ -206,5 +218,43 @@ def test_the_channel_sync_finds_what_the_feed_missed_and_runs_only_the_newest_fe
         ]
         assert len(tick.videos) == 19
         assert not tick("youtube_channel_sync_sensor").dynamic_partitions_requests
+    finally:
+        tick.instance.dispose()
+
+
+def test_a_failed_listing_keeps_the_last_good_one_and_fails_the_job_with_the_reason(
+    tmp_path: Path, youtube: LocalYouTube
+) -> None:
+    tick = Tick(tmp_path, youtube)
+    try:
+        assert tick.list_channels().success
+        stored = sorted((tmp_path / "bucket" / "artefacts" / "youtube" / "listings").iterdir())
+        before = [p.read_bytes() for p in stored]
+        youtube.channels[CHANNEL][1].append(video(3))
+        youtube.fail_listing[CHANNEL] = Failure(500, b"internal error")
+        failed = tick.list_channels()
+        assert not failed.success
+        [failure] = [e for e in failed.all_events if e.is_step_failure]
+        description = failure.step_failure_data.user_failure_data.description or ""
+        assert CHANNEL in description and "500" in description
+        assert [p.read_bytes() for p in stored] == before  # the last good listing stays
+        # The sensor goes on from it: the two videos it lists, not the third.
+        result = tick("youtube_channel_sync_sensor")
+        assert requested(result) == ["yt-kitchen0002", "yt-kitchen0001"]
+    finally:
+        tick.instance.dispose()
+
+
+def test_a_tampered_listing_is_refused_with_its_name_and_nothing_is_ingested(
+    tmp_path: Path, youtube: LocalYouTube
+) -> None:
+    tick = Tick(tmp_path, youtube)
+    try:
+        assert tick.list_channels().success
+        [path] = (tmp_path / "bucket" / "artefacts" / "youtube" / "listings").iterdir()
+        path.write_bytes(path.read_bytes().replace(b'"https?', b"").replace(b"http://", b"file://"))
+        result = tick("youtube_channel_sync_sensor")
+        assert not result.run_requests and not result.dynamic_partitions_requests
+        assert "listing unusable" in (result.skip_reason.skip_message or "")  # type: ignore[union-attr]
     finally:
         tick.instance.dispose()

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from citywok_pipeline.blobstore import BlobStore, LocalBlobStore, S3BlobStore, S3Settings
 from citywok_pipeline.fingerprint import DEFAULT_PARAMS, Episode, fingerprint
-from citywok_pipeline.publishing import Bucket, LocalBucket, S3Bucket, s3_client
 from citywok_pipeline.snapshot import shard_path, write_shard
 from tests.conftest import S3Server, tone_music
 
@@ -46,17 +46,21 @@ def snapshot_dir(tmp_path: Path) -> Path:
     return d
 
 
-def s3_bucket_for(seaweedfs: S3Server, name: str, **kwargs: object) -> S3Bucket:
-    client = s3_client(
-        endpoint_url=seaweedfs.endpoint_url, region_name="auto",
-        aws_access_key_id=seaweedfs.access_key, aws_secret_access_key=seaweedfs.secret_key,
-    )  # fmt: skip
-    return S3Bucket(f"s3://{name}/citywok", client, **kwargs)  # type: ignore[arg-type]
+def s3_settings(seaweedfs: S3Server) -> S3Settings:
+    return S3Settings(
+        endpoint_url=seaweedfs.endpoint_url,
+        aws_access_key_id=seaweedfs.access_key,
+        aws_secret_access_key=seaweedfs.secret_key,
+    )
+
+
+def s3_bucket_for(seaweedfs: S3Server, name: str, **kwargs: int) -> S3BlobStore:
+    return S3BlobStore(f"s3://{name}/citywok", s3_settings(seaweedfs), **kwargs)
 
 
 @pytest.fixture(params=["local", "seaweedfs"])
-def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Bucket:
+def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     """A fresh bucket: a local folder, or a prefix of a new bucket on real SeaweedFS."""
     if request.param == "local":
-        return LocalBucket(tmp_path / "bucket")
+        return LocalBlobStore(tmp_path / "bucket")
     return s3_bucket_for(request.getfixturevalue("seaweedfs"), request.getfixturevalue("s3_bucket"))

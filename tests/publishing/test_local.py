@@ -7,12 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from citywok_pipeline.blobstore import BlobStore, LocalBlobStore, S3BlobStore
 from citywok_pipeline.publishing import (
-    Bucket,
     IntegrityError,
-    LocalBucket,
     PullError,
-    S3Bucket,
     current_version,
     publish_snapshot,
     pull_version,
@@ -24,17 +22,17 @@ from citywok_pipeline.snapshot import Snapshot
 from .conftest import build_season
 
 
-def overwrite(bucket: Bucket, key: str, data: bytes) -> None:
+def overwrite(bucket: BlobStore, key: str, data: bytes) -> None:
     """Replace an object behind the publisher's back (what bit rot or a bad copy would do)."""
-    if isinstance(bucket, S3Bucket):
+    if isinstance(bucket, S3BlobStore):
         bucket.client.put_object(Bucket=bucket.bucket, Key=bucket._object(key), Body=data)
     else:
-        assert isinstance(bucket, LocalBucket)
+        assert isinstance(bucket, LocalBlobStore)
         Path(bucket.uri(key).removeprefix("file://")).write_bytes(data)
 
 
 def test_a_pull_fetches_latest_and_switches_current_to_it(
-    bucket: Bucket, snapshot_dir: Path, tmp_path: Path
+    bucket: BlobStore, snapshot_dir: Path, tmp_path: Path
 ) -> None:
     published = publish_snapshot(snapshot_dir, bucket)
     pulled = pull_version(bucket, tmp_path / "served")
@@ -47,7 +45,7 @@ def test_a_pull_fetches_latest_and_switches_current_to_it(
 
 
 def test_a_second_pull_downloads_only_the_changed_shard(
-    bucket: Bucket, snapshot_dir: Path, tmp_path: Path
+    bucket: BlobStore, snapshot_dir: Path, tmp_path: Path
 ) -> None:
     first = publish_snapshot(snapshot_dir, bucket)
     pull_version(bucket, tmp_path / "served")
@@ -62,7 +60,7 @@ def test_a_second_pull_downloads_only_the_changed_shard(
 
 
 def test_a_pull_rejects_a_bit_flipped_shard_and_keeps_the_previous_version(
-    bucket: Bucket, snapshot_dir: Path, tmp_path: Path
+    bucket: BlobStore, snapshot_dir: Path, tmp_path: Path
 ) -> None:
     first = publish_snapshot(snapshot_dir, bucket)
     pull_version(bucket, tmp_path / "served")
@@ -82,7 +80,7 @@ def test_a_pull_rejects_a_bit_flipped_shard_and_keeps_the_previous_version(
 
 
 def test_a_pull_rejects_a_truncated_shard(
-    bucket: Bucket, snapshot_dir: Path, tmp_path: Path
+    bucket: BlobStore, snapshot_dir: Path, tmp_path: Path
 ) -> None:
     published = publish_snapshot(snapshot_dir, bucket)
     shard = read_manifest(bucket, published.version).shards[0]
@@ -93,19 +91,20 @@ def test_a_pull_rejects_a_truncated_shard(
 
 
 def test_pulling_from_an_empty_bucket_or_an_unknown_version_is_a_clear_error(
-    bucket: Bucket, snapshot_dir: Path, tmp_path: Path
+    bucket: BlobStore, snapshot_dir: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(PullError, match="nothing published"):
         pull_version(bucket, tmp_path / "served")
     publish_snapshot(snapshot_dir, bucket)
-    with pytest.raises(PullError, match=r"no version 'v0'.*there are: v"):
-        pull_version(bucket, tmp_path / "served", version="v0")
+    unknown = "v20000101T000000000000Z-00000000"
+    with pytest.raises(PullError, match=rf"no version '{unknown}'.*there are: v"):
+        pull_version(bucket, tmp_path / "served", version=unknown)
 
 
 def test_old_local_versions_beyond_keep_are_deleted_but_never_the_current_one(
     snapshot_dir: Path, tmp_path: Path
 ) -> None:
-    bucket = LocalBucket(tmp_path / "bucket")
+    bucket = LocalBlobStore(tmp_path / "bucket")
     versions = []
     for seed in (40, 41, 42):
         build_season(snapshot_dir, "beta-s01", (3, seed))
@@ -117,3 +116,17 @@ def test_old_local_versions_beyond_keep_are_deleted_but_never_the_current_one(
     pull_version(bucket, tmp_path / "served", version=versions[1], keep_local=1)
     local = sorted(p.name for p in (tmp_path / "served" / "versions").iterdir())
     assert local == versions[1:] and current_version(tmp_path / "served") == versions[1]
+
+
+def test_a_pull_removes_the_staging_folders_and_links_a_killed_pull_left(
+    bucket: BlobStore, snapshot_dir: Path, tmp_path: Path
+) -> None:
+    publish_snapshot(snapshot_dir, bucket)
+    served = tmp_path / "served"
+    staging = served / "versions" / ".v20261122T101500123456Z-1a2b3c4d.0f0f0f0f.tmp"
+    staging.mkdir(parents=True)
+    (staging / "alpha-s01.lmdb").write_bytes(b"half a download")
+    os.symlink("versions/nowhere", served / ".current.0f0f0f0f")
+    pull_version(bucket, served)
+    assert sorted(p.name for p in served.iterdir()) == [".pull.lock", "current", "versions"]
+    assert [p.name for p in (served / "versions").iterdir() if p.name.startswith(".")] == []

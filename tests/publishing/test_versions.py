@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from citywok_pipeline.blobstore import BlobStore, LocalBlobStore, PreconditionFailedError
 from citywok_pipeline.publishing import (
-    Bucket,
-    PreconditionFailedError,
+    PruneBusyError,
     PublishConflictError,
     PublishError,
     list_versions,
@@ -22,18 +24,16 @@ from citywok_pipeline.publishing import (
     read_latest,
     read_manifest,
 )
-from citywok_pipeline.publishing.bucket import LocalBucket
-from tests.conftest import S3Server
 
-from .conftest import build_season, s3_bucket_for
+from .conftest import build_season
 
 
-def blob_keys(bucket: Bucket) -> set[str]:
+def blob_keys(bucket: BlobStore) -> set[str]:
     return {o.key for o in bucket.list("blobs/")}
 
 
 def test_a_first_publish_uploads_every_shard_writes_a_manifest_and_moves_latest(
-    bucket: Bucket, snapshot_dir: Path
+    bucket: BlobStore, snapshot_dir: Path
 ) -> None:
     result = publish_snapshot(snapshot_dir, bucket)
     assert result.created and sorted(result.uploaded) == ["alpha-s01.lmdb", "beta-s01.lmdb"]
@@ -51,7 +51,7 @@ def test_a_first_publish_uploads_every_shard_writes_a_manifest_and_moves_latest(
 
 
 def test_publishing_an_unchanged_snapshot_creates_no_new_version(
-    bucket: Bucket, snapshot_dir: Path
+    bucket: BlobStore, snapshot_dir: Path
 ) -> None:
     first = publish_snapshot(snapshot_dir, bucket)
     again = publish_snapshot(snapshot_dir, bucket)
@@ -59,7 +59,7 @@ def test_publishing_an_unchanged_snapshot_creates_no_new_version(
     assert list_versions(bucket) == [first.version]
 
 
-def test_changing_one_season_uploads_only_that_shard(bucket: Bucket, snapshot_dir: Path) -> None:
+def test_changing_one_season_uploads_only_that_shard(bucket: BlobStore, snapshot_dir: Path) -> None:
     first = publish_snapshot(snapshot_dir, bucket)
     build_season(snapshot_dir, "beta-s01", (3, 5))
     second = publish_snapshot(snapshot_dir, bucket)
@@ -70,14 +70,23 @@ def test_changing_one_season_uploads_only_that_shard(bucket: Bucket, snapshot_di
     assert len(blob_keys(bucket)) == 3
 
 
-class Wrapped(Bucket):
+class Wrapped(BlobStore):
     """A real bucket seen through a wrapper that can pause or fail at one step."""
 
-    def __init__(self, inner: Bucket) -> None:
+    def __init__(self, inner: BlobStore) -> None:
         self.inner, self.url = inner, inner.url
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
 
     def read(self, key: str) -> Any:
         return self.inner.read(key)
+
+    def put(self, key: str, source: Any) -> Any:
+        return self.inner.put(key, source)
+
+    def child(self, prefix: str) -> BlobStore:
+        return Wrapped(self.inner.child(prefix))
 
     def download(self, key: str, out: Any) -> None:
         self.inner.download(key, out)
@@ -104,7 +113,7 @@ class Wrapped(Bucket):
 class PausingBucket(Wrapped):
     """Freezes a publisher just before it moves latest.json, so another can overtake it."""
 
-    def __init__(self, inner: Bucket) -> None:
+    def __init__(self, inner: BlobStore) -> None:
         super().__init__(inner)
         self.reached, self.go = threading.Event(), threading.Event()
 
@@ -115,7 +124,7 @@ class PausingBucket(Wrapped):
 
 
 def test_of_two_racing_publishers_one_wins_and_latest_names_a_complete_manifest(
-    bucket: Bucket, snapshot_dir: Path, tmp_path: Path
+    bucket: BlobStore, snapshot_dir: Path, tmp_path: Path
 ) -> None:
     base = publish_snapshot(snapshot_dir, bucket)
     other = tmp_path / "other"
@@ -147,7 +156,7 @@ def test_of_two_racing_publishers_one_wins_and_latest_names_a_complete_manifest(
         assert bucket.exists(shard.key)
 
 
-def test_a_stale_etag_cannot_move_latest(bucket: Bucket, snapshot_dir: Path) -> None:
+def test_a_stale_etag_cannot_move_latest(bucket: BlobStore, snapshot_dir: Path) -> None:
     publish_snapshot(snapshot_dir, bucket)
     stale = read_latest(bucket)
     build_season(snapshot_dir, "beta-s01", (3, 6))
@@ -172,7 +181,7 @@ class CrashingBucket(Wrapped):
 
 
 def test_an_upload_killed_part_way_leaves_latest_unchanged(
-    bucket: Bucket, snapshot_dir: Path
+    bucket: BlobStore, snapshot_dir: Path
 ) -> None:
     first = publish_snapshot(snapshot_dir, bucket)
     build_season(snapshot_dir, "alpha-s01", (1, 10))
@@ -187,7 +196,7 @@ def test_an_upload_killed_part_way_leaves_latest_unchanged(
 
 
 def test_a_snapshot_that_fails_verification_is_not_published(
-    bucket: Bucket, snapshot_dir: Path
+    bucket: BlobStore, snapshot_dir: Path
 ) -> None:
     shard = snapshot_dir / "beta-s01.lmdb"
     data = bytearray(shard.read_bytes())
@@ -200,7 +209,7 @@ def test_a_snapshot_that_fails_verification_is_not_published(
 
 
 def test_retention_keeps_the_newest_versions_and_deletes_only_unreferenced_blobs(
-    bucket: Bucket, snapshot_dir: Path
+    bucket: BlobStore, snapshot_dir: Path
 ) -> None:
     versions = [publish_snapshot(snapshot_dir, bucket).version]
     for seed in (20, 21, 22):
@@ -225,28 +234,36 @@ def test_retention_keeps_the_newest_versions_and_deletes_only_unreferenced_blobs
         prune_versions(bucket, keep=0)
 
 
-def test_a_large_shard_goes_up_as_a_conditional_multipart_upload(
-    seaweedfs: S3Server, s3_bucket: str, tmp_path: Path
+class KilledBeforeLatest(Wrapped):
+    """Dies (as a killed process would) as it is about to move latest.json: its manifest is
+    written, and never becomes latest."""
+
+    def replace(self, key: str, data: bytes, *, if_match: str | None) -> str:
+        raise KeyboardInterrupt("killed before moving latest.json")
+
+
+def test_a_manifest_that_never_became_latest_is_not_counted_as_a_version(
+    bucket: BlobStore, snapshot_dir: Path
 ) -> None:
-    bucket = s3_bucket_for(seaweedfs, s3_bucket, multipart_threshold=5 << 20)
-    big = tmp_path / "big.bin"
-    big.write_bytes(bytes(range(256)) * (45_000))  # 11.5 MB: three parts
-    assert bucket.put_new("blobs/sha256/big", big)
-    assert bucket.read("blobs/sha256/big").data == big.read_bytes()
-    assert not bucket.put_new("blobs/sha256/big", big)
+    first = publish_snapshot(snapshot_dir, bucket).version
+    build_season(snapshot_dir, "beta-s01", (3, 40))
+    with pytest.raises(KeyboardInterrupt):
+        publish_snapshot(snapshot_dir, KilledBeforeLatest(bucket))
+    [orphan] = set(list_versions(bucket)) - {first}
+    build_season(snapshot_dir, "beta-s01", (3, 41))
+    second = publish_snapshot(snapshot_dir, bucket).version
+
+    young = prune_versions(bucket, keep=2, grace_s=3600)  # its publisher may still move it
+    assert young.kept == tuple(sorted({first, orphan, second})) and young.deleted_versions == ()
+    result = prune_versions(bucket, keep=2, grace_s=0)
+    assert result.kept == (first, second) and result.deleted_versions == (orphan,)
+    assert list_versions(bucket) == [first, second]
+    assert all(
+        bucket.exists(s.key) for v in (first, second) for s in read_manifest(bucket, v).shards
+    )
 
 
-def test_a_local_bucket_refuses_a_url_that_is_not_a_folder(tmp_path: Path) -> None:
-    from citywok_pipeline.publishing import BucketError, open_bucket
-
-    assert isinstance(open_bucket((tmp_path / "b").as_uri()), LocalBucket)
-    with pytest.raises(BucketError, match="ftp://x"):
-        open_bucket("ftp://x")
-    with pytest.raises(BucketError, match="s3://bucket/prefix"):
-        open_bucket("s3:///nobucket")
-
-
-class _PruneUnder(LocalBucket):
+class _PruneUnder(LocalBlobStore):
     """A local bucket on which something happens at a chosen moment of another operation,
     as when a prune and a publish run at once on two machines."""
 
@@ -305,3 +322,69 @@ def test_a_version_published_during_a_prune_keeps_the_blobs_it_reuses(
     assert result.deleted_versions == (v1,) and v2 in result.kept
     assert all(bucket.exists(s.key) for s in read_manifest(bucket, v3).shards)
     assert pull_version(bucket, tmp_path / "pulled").version == v3
+
+
+def _lock_for(bucket: BlobStore, pid: int) -> None:
+    """The prune lock as a prune in process ``pid`` on this host holds it."""
+    import time
+
+    from citywok_pipeline.publishing.versions import PRUNE_LOCK_KEY
+
+    body = {"host": os.uname().nodename, "pid": pid, "since": time.time()}
+    assert bucket.put_new(PRUNE_LOCK_KEY, json.dumps(body).encode())
+
+
+def test_one_prune_at_a_time_and_a_dead_prunes_lock_is_taken_over(
+    snapshot_dir: Path, tmp_path: Path
+) -> None:
+    from citywok_pipeline.publishing.versions import PRUNE_LOCK_KEY
+
+    bucket = LocalBlobStore(tmp_path / "bucket")
+    publish_snapshot(snapshot_dir, bucket)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        _lock_for(bucket, other.pid)
+        with pytest.raises(PruneBusyError, match=f"another prune is running \\(pid {other.pid}"):
+            prune_versions(bucket, keep=1, grace_s=0)
+    finally:
+        other.kill()
+        other.wait()
+    # Its prune is gone (killed): the lock is replaced, and released at the end.
+    assert prune_versions(bucket, keep=1, grace_s=0).kept
+    assert not bucket.exists(PRUNE_LOCK_KEY)
+
+
+def test_a_publish_waits_for_a_running_prune_before_its_last_check_of_its_blobs(
+    snapshot_dir: Path, tmp_path: Path
+) -> None:
+    from citywok_pipeline.publishing.versions import PRUNE_LOCK_KEY
+
+    from ..faults.conftest import wait_until
+
+    bucket = LocalBlobStore(tmp_path / "bucket")
+    first = publish_snapshot(snapshot_dir, bucket)
+    alpha = next(s for s in first.manifest.shards if s.season == "alpha-s01")
+    build_season(snapshot_dir, "beta-s01", (3, 32))
+    prune = subprocess.Popen(["sleep", "60"])  # stands for a prune on this host
+    outcome: list[Any] = []
+    try:
+        _lock_for(bucket, prune.pid)
+        publisher = threading.Thread(
+            target=lambda: outcome.append(publish_snapshot(snapshot_dir, bucket))
+        )
+        publisher.start()
+        # The manifest is written, then the publish waits while the prune runs ...
+        assert wait_until(lambda: len(list_versions(bucket)) == 2, timeout_s=60)
+        assert publisher.is_alive()
+        assert read_latest(bucket).version == first.version  # type: ignore[union-attr]
+        # ... which, having listed the manifests before that one, deletes a blob it reuses.
+        bucket.delete(alpha.key)
+        bucket.delete(PRUNE_LOCK_KEY)
+        publisher.join(timeout=60)
+    finally:
+        prune.kill()
+        prune.wait()
+    [second] = outcome
+    assert bucket.exists(alpha.key) and "alpha-s01.lmdb" in second.uploaded
+    assert read_latest(bucket).version == second.version  # type: ignore[union-attr]
+    assert pull_version(bucket, tmp_path / "pulled").version == second.version

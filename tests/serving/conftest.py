@@ -15,8 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
+from citywok_pipeline.blobstore import LocalBlobStore
 from citywok_pipeline.fingerprint import DEFAULT_PARAMS
-from citywok_pipeline.publishing import LocalBucket, publish_snapshot, pull_version
+from citywok_pipeline.publishing import publish_snapshot, pull_version
 from tests.conftest import free_port, stop_process_group
 from tests.publishing.conftest import build_season
 
@@ -42,7 +43,7 @@ class Library:
 
     root: Path
     snapshot: Path
-    bucket: LocalBucket
+    bucket: LocalBlobStore
     served: Path
     audio: dict[str, np.ndarray]
     version: str
@@ -58,7 +59,7 @@ def make_library(root: Path) -> Library:
     for season, seeds in (("alpha-s01", (1, 2)), ("beta-s01", (3, 4))):
         for i, x in enumerate(build_season(snapshot, season, seeds)):
             audio[f"{season}e{i + 1:02d}"] = x
-    bucket = LocalBucket(root / "bucket")
+    bucket = LocalBlobStore(root / "bucket")
     version = publish_snapshot(snapshot, bucket).version
     pull_version(bucket, root / "served")
     return Library(root, snapshot, bucket, root / "served", audio, version)

@@ -197,3 +197,20 @@ def test_opening_is_lazy_and_fast(tmp_path):
     elapsed = time.perf_counter() - t0
     shard.close()
     assert elapsed < 0.5
+
+
+def test_the_same_inputs_give_the_same_shard_bytes(tmp_path):
+    _, _, _, hashes = build(tmp_path / "first", seeds=(0, 1))
+    written = []
+    for name in ("a", "b", "c"):
+        path = shard_path(tmp_path / name, "show-s01")
+        episodes = [
+            Episode(episode_id=f"show-s01e{i:02d}", season="show-s01", show="Show",
+                    source=f"e{i}.mp3", duration_s=20.0)
+            for i in (1, 2)
+        ]  # fmt: skip
+        write_shard(path, season="show-s01", episodes=episodes, hashes=hashes,
+                    params=DEFAULT_PARAMS, built_at="2026-01-02T03:04:05Z")  # fmt: skip
+        written.append(path.read_bytes())
+    assert written[0] == written[1] == written[2]
+    assert open_shard(path).meta["built_at"] == "2026-01-02T03:04:05Z"

@@ -11,7 +11,9 @@ import pytest
 from citywok_pipeline.demo.library import generate_library
 from citywok_pipeline.indexer import TranscriptSide, index_library
 from citywok_pipeline.snapshot import Snapshot, verify_snapshot
+from citywok_pipeline.snapshot.segments import needs_rebuild
 from citywok_pipeline.transcripts.search import search_snapshot
+from tests.snapshot.test_segments import as_format_1
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +72,14 @@ def test_index_transcribes_embeds_and_finds_what_was_said(
 
     again = index_library(media, snapshot, transcripts=side, jobs=1)
     assert again.seasons_unchanged == [SEASON] and again.transcribed == 0
+
+    # A shard from before the ANN graph is rewritten with it, its segments carried over.
+    as_format_1(snapshot / f"{SEASON}.lmdb")
+    rebuilt = index_library(media, snapshot, transcripts=side, jobs=1)
+    assert rebuilt.seasons_built == [SEASON] and rebuilt.transcribed == 0
+    assert segments_by_episode(snapshot) == said
+    with Snapshot.open(snapshot) as snap:
+        assert not needs_rebuild(snap.shards[0].meta["segments"])
 
     # A new episode: only it is transcribed; the others' segments are carried over.
     shutil.copy(spare, next(media.rglob("Season 01")))

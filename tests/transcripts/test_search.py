@@ -164,13 +164,37 @@ def test_search_finds_the_episode_and_second_of_a_distinctive_phrase(
 ) -> None:
     build_snapshot(tmp_path, embedder, quantization=quantization)
     assert verify_snapshot(tmp_path) == []
-    hits = search_snapshot(tmp_path, "a giraffe eating an accordion", embedder=embedder)
+    query = "a giraffe eating an accordion"
+    hits = search_snapshot(tmp_path, query, embedder=embedder, mode="semantic")
     best = hits[0]
     assert (best.episode_id, best.start_s, best.end_s) == ("harbour-lights-s01e02", 21.5, 24.5)
     assert best.source == "harbour-lights-s01/harbour-lights-s01e02.mp3"
     assert best.score > 0.5 > hits[1].score
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert len(hits) == sum(len(v) for v in SCRIPTS.values())  # fewer than the limit of 10
+    # Hybrid (the default) agrees, and carries the cosine and the words' BM25 score.
+    fused = search_snapshot(tmp_path, query, embedder=embedder)
+    assert (fused[0].episode_id, fused[0].start_s) == (best.episode_id, best.start_s)
+    assert fused[0].extra["cosine"] == pytest.approx(best.score, abs=1e-6)
+    assert fused[0].extra["bm25"] > 0
+    assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)
+
+
+def test_a_rare_word_is_found_by_words_where_meaning_ranks_it_lower(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    scripts = {**SCRIPTS, "night-kitchen-s01e02": [
+        *SCRIPTS["night-kitchen-s01e02"], (20.0, "Grandma went to Vesuvius once."),
+    ]}  # fmt: skip
+    build_snapshot(tmp_path, embedder, scripts=scripts)
+    query = "where do they say Vesuvius"
+    words = search_snapshot(tmp_path, query, embedder=embedder, mode="keyword", limit=3)
+    assert words[0].text == "Grandma went to Vesuvius once."
+    assert all("vesuvius" in h.text.lower() or "where" in h.text.lower() for h in words)
+    hybrid = search_snapshot(tmp_path, query, embedder=embedder, limit=3)
+    assert "Grandma went to Vesuvius once." in [h.text for h in hybrid]
+    with pytest.raises(TranscriptError, match="mode"):
+        search_snapshot(tmp_path, query, embedder=embedder, mode="fuzzy")
 
 
 def test_search_meaning_not_only_words(tmp_path: Path, embedder: Embedder) -> None:
@@ -208,6 +232,8 @@ def test_empty_text_and_bad_limits_are_refused(tmp_path: Path, embedder: Embedde
     build_snapshot(tmp_path, embedder)
     with pytest.raises(TranscriptError, match="empty"):
         search_snapshot(tmp_path, "  ", embedder=embedder)
+    with pytest.raises(TranscriptError, match="1,001 characters"):
+        search_snapshot(tmp_path, "b" * 1001, embedder=embedder)
     with pytest.raises(TranscriptError, match="limit"):
         search_snapshot(tmp_path, "bread", embedder=embedder, limit=0)
 
@@ -230,10 +256,16 @@ def test_citywok_search_prints_json_lines_best_first(tmp_path: Path, embedder: E
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(lines) == 3
-    assert set(lines[0]) == {"episode_id", "source", "start_s", "end_s", "text", "score"}
+    shape = {"episode_id", "source", "start_s", "end_s", "text", "score"}
+    assert set(lines[0]) == shape | {"cosine", "bm25"}  # hybrid: both scores beside the fused
     assert (lines[0]["episode_id"], lines[0]["start_s"]) == ("harbour-lights-s01e02", 21.5)
     assert lines[0]["score"] >= lines[1]["score"] >= lines[2]["score"]
     assert "Loading" not in result.stderr
+    for mode in ("semantic", "keyword"):
+        alone = citywok("search", str(snap), "giraffe and accordion", "--json", "--mode", mode)
+        assert alone.returncode == 0, alone.stderr
+        first = json.loads(alone.stdout.splitlines()[0])
+        assert set(first) == shape and first["start_s"] == 21.5
 
     keyword = citywok("search", str(snap), "food", "--json", "--keyword", "ovens")
     assert keyword.returncode == 0, keyword.stderr
@@ -250,6 +282,12 @@ def test_citywok_search_bad_input_exits_2(tmp_path: Path, embedder: Embedder) ->
     assert model.returncode == 2 and str(tmp_path / "no-model") in model.stderr
     both = citywok("search", str(snap), "bread", "--database", "postgresql://x@/y")
     assert both.returncode == 2 and "TEXT alone with --database" in both.stderr
+    empty = citywok("search", str(snap), "  ")
+    assert empty.returncode == 2 and "search text is empty" in empty.stderr
+    long = citywok("search", str(snap), "bread " * 200)
+    assert long.returncode == 2 and "at most 1,000" in long.stderr
+    mode = citywok("search", str(snap), "bread", "--mode", "fuzzy")
+    assert mode.returncode == 2 and "fuzzy" in mode.stderr
 
 
 def test_citywok_search_of_a_snapshot_ignores_a_database_set_for_the_pipeline(

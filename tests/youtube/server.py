@@ -44,6 +44,7 @@ class LocalYouTube:
         self.channels: dict[str, tuple[str, list[Video]]] = {}
         self.fail_feed: dict[str, Failure] = {}
         self.fail_media: dict[str, Failure] = {}
+        self.fail_listing: dict[str, Failure] = {}
         self.requests: list[tuple[str, str, int]] = []  # (path, If-None-Match, status)
         self.base = ""
         self.lock = threading.Lock()
@@ -149,6 +150,9 @@ def _handler(state: LocalYouTube) -> type[http.server.BaseHTTPRequestHandler]:
                     return self._send(304, b"", {"ETag": etag})
                 return self._send(200, body, {"ETag": etag, "Content-Type": "text/xml"})
             if len(parts) == 3 and parts[0] == "channel" and parts[2] == "videos":
+                if parts[1] in state.fail_listing:
+                    f = state.fail_listing[parts[1]]
+                    return self._send(f.status, f.body, f.headers)
                 if parts[1] not in state.channels:
                     return self._send(404, b"not found")
                 return self._send(

@@ -56,14 +56,3 @@ def test_a_video_listed_twice_is_planned_once() -> None:
 def test_a_cap_below_one_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"max_new .* must be at least 1, got 0"):
         UploadOptions(max_new=0)
-
-
-def test_the_youtube_core_imports_without_dagster() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import citywok_pipeline.youtube, sys; "
-        "assert not [m for m in sys.modules if m.split('.')[0] == 'dagster']"
-    )
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -1,0 +1,258 @@
+"""One HNSW graph over the segments of every shard of a snapshot: the library graph.
+
+Each season shard holds its own graph (:mod:`.segments`), which is what a season's rebuild
+can write alone. But a query then pays one graph search per season: about 0.15-0.25 ms each
+here, so 25 ms at a million segments in 100 seasons (benchmarks/RESULTS.md), where one graph
+over all of them answers in a few milliseconds (HNSW's cost grows with the log of its size,
+not with the number of graphs). So a snapshot directory may also hold:
+
+- ``library-graph.usearch``: a usearch HNSW graph (inner product, int8 at the shards' fixed
+  scale, :func:`.segments.ann_vectors`) over the segments of the shards it names, keyed
+  ``ordinal << 32 | row`` (the shard's place in the list below, the row in that shard);
+- ``library-graph.json``: which shards it covers (file name, segment count, and the checksum
+  of the shard's ``seg_vectors``: the graph belongs to those exact vectors), its parameters,
+  and the xxhash64 of the graph file, checked before the graph is first used.
+
+``citywok index`` writes it (:func:`build_library_graph`) when the library is large enough
+for it to pay (:data:`MIN_SEGMENTS`), after the shards; a search uses it only when every shard
+it names is open with the same vectors (:func:`open_library_graph`), and otherwise searches
+the shards' own graphs, as before, with a note. The graph is a derived file: deleting it
+loses nothing but speed; the shards stay the published unit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xxhash
+
+from .segments import ANN_PARAMS, AnnParams, ann_vectors, view_ann
+
+if TYPE_CHECKING:
+    from usearch.index import Index
+
+    from .directory import Snapshot
+
+GRAPH_FILE = "library-graph.usearch"
+INDEX_FILE = "library-graph.json"
+LIBRARY_GRAPH_VERSION = 1
+# Below this many segments the shards' own graphs answer in about a millisecond: a library
+# graph would cost a rebuild of every segment's node at each index run for little.
+MIN_SEGMENTS = 100_000
+# Candidates the library graph keeps while it searches (HNSW's ef), measured on the
+# simulated million segments of benchmarks/search_snapshot.py: recall@10 0.96 at 1024 (4.3 ms
+# of CPU), 0.92 at 512 (3.0 ms), 0.77 at 128.
+LIBRARY_EF = 1024
+_ROW_BITS = 32
+_BLOCK = 65_536
+
+
+def _vectors_checksum(shard: Any) -> str:
+    return str(((shard.meta.get("segments") or {}).get("checksums") or {}).get("seg_vectors", ""))
+
+
+def _eligible(snapshot: Snapshot) -> list[Any]:
+    """Shards whose segments a library graph covers: format 2 or later, with segments."""
+    from .segments import segments_version
+
+    out = []
+    for shard in snapshot.shards:
+        seg_meta = shard.meta.get("segments")
+        if (
+            shard.refused is None
+            and seg_meta
+            and int(seg_meta["n"])
+            and segments_version(seg_meta) >= 2
+        ):
+            out.append(shard)
+    return out
+
+
+def remove_library_graph(snapshot_dir: str | os.PathLike[str]) -> None:
+    """Delete a directory's library graph (its description first: no reader then uses it)."""
+    for name in (INDEX_FILE, GRAPH_FILE):
+        with contextlib.suppress(FileNotFoundError):
+            (Path(snapshot_dir) / name).unlink()
+
+
+def library_graph_current(snapshot: Snapshot) -> bool:
+    """Whether the directory's library graph names exactly the snapshot's eligible shards."""
+    described = _read_index(snapshot.path)
+    if described is None:
+        return False
+    want = [(s.path.name, s.n_segments, _vectors_checksum(s)) for s in _eligible(snapshot)]
+    have = [(d["file"], int(d["n"]), d["vectors"]) for d in described.get("shards", [])]
+    return want == have
+
+
+def build_library_graph(
+    snapshot: Snapshot,
+    *,
+    params: AnnParams = ANN_PARAMS,
+    threads: int | None = None,
+    min_segments: int = MIN_SEGMENTS,
+) -> dict[str, Any] | None:
+    """Write the library graph of an open snapshot (see the module docstring); return what was
+    written (its description), or ``None`` when the library has fewer than ``min_segments``
+    segments in graph-bearing shards (then any old library graph is removed).
+
+    Threads: all cores by default (a million segments: a few minutes of CPU); the graph of the
+    same shards built with more than one thread is not byte-for-byte the same each time, but
+    finds the same rows as well.
+    """
+    from usearch.index import Index
+
+    shards = _eligible(snapshot)
+    total = sum(s.n_segments for s in shards)
+    directory = snapshot.path
+    if total < min_segments:
+        remove_library_graph(directory)
+        return None
+    dims = {int(s.meta["segments"]["dim"]) for s in shards}
+    models = {str(s.meta["segments"]["model"]) for s in shards}
+    if len(dims) > 1 or len(models) > 1:
+        remove_library_graph(directory)
+        return None
+    dim = dims.pop()
+    t0 = time.perf_counter()
+    index = Index(
+        ndim=dim, metric="ip", dtype="i8",
+        connectivity=params.connectivity, expansion_add=params.expansion_add,
+    )  # fmt: skip
+    described = []
+    for ordinal, shard in enumerate(shards):
+        seg = shard.segments
+        assert seg is not None
+        n = len(seg)
+        for lo in range(0, n, _BLOCK):
+            rows = np.arange(lo, min(n, lo + _BLOCK))
+            keys = (np.uint64(ordinal) << np.uint64(_ROW_BITS)) | rows.astype(np.uint64)
+            index.add(keys, ann_vectors(seg.vectors_of(rows)), threads=threads or 0)
+        described.append({"file": shard.path.name, "n": n, "vectors": _vectors_checksum(shard)})
+    # The graph first, its description last: a reader that finds the new graph with the old
+    # description refuses it by its checksum, never reads a half-written one.
+    graph_path = directory / GRAPH_FILE
+    tmp = directory / f".{GRAPH_FILE}.tmp"
+    index.save(str(tmp))
+    checksum = _file_checksum(tmp)
+    os.replace(tmp, graph_path)
+    info = {
+        "version": LIBRARY_GRAPH_VERSION,
+        "n": total,
+        "dim": dim,
+        "model": models.pop(),
+        "ann": params.to_dict(),
+        "key_row_bits": _ROW_BITS,
+        "checksum": checksum,
+        "bytes": graph_path.stat().st_size,
+        "build_s": round(time.perf_counter() - t0, 1),
+        "shards": described,
+    }
+    tmp_index = directory / f".{INDEX_FILE}.tmp"
+    tmp_index.write_text(json.dumps(info, indent=1) + "\n")
+    os.replace(tmp_index, directory / INDEX_FILE)
+    return info
+
+
+def _file_checksum(path: Path) -> str:
+    h = xxhash.xxh64()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_index(directory: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((directory / INDEX_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@dataclass
+class LibraryGraph:
+    """A library graph viewed from its file's memory map, with the shards it covers.
+
+    ``parts[ordinal]`` is the caller's index of the shard the graph knows as ``ordinal``.
+    """
+
+    index: Index
+    parts: np.ndarray
+    n: int
+    expansion_search: int = LIBRARY_EF
+    _buffer: Any = None
+
+    def search(self, q_graph: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(parts, rows)`` of the ``count`` nearest the query (as the graph's int8)."""
+        ef = max(self.expansion_search, count)
+        if self.index.expansion_search != ef:
+            self.index.expansion_search = ef  # type: ignore[misc]
+        keys = np.asarray(self.index.search(q_graph, count).keys, dtype=np.uint64)
+        ordinal = (keys >> np.uint64(_ROW_BITS)).astype(np.int64)
+        rows = (keys & np.uint64((1 << _ROW_BITS) - 1)).astype(np.int64)
+        ok = ordinal < len(self.parts)
+        return self.parts[ordinal[ok]], rows[ok]
+
+    def close(self) -> None:
+        self._buffer = None
+
+
+def open_library_graph(
+    snapshot: Snapshot, part_of: dict[str, int], sizes: dict[str, int]
+) -> tuple[LibraryGraph | None, str | None]:
+    """The snapshot's library graph, if it has one that fits its shards, and a note for the
+    user when it has one that does not (stale after a shard changed, damaged).
+
+    ``part_of`` maps a shard's file name to the caller's index of it, ``sizes`` to its
+    segment count; a graph naming a shard that is not among them, or one whose vectors have
+    changed, is not used.
+    """
+    directory = snapshot.path
+    described = _read_index(directory)
+    if described is None:
+        return None, None
+    stale = (
+        f"{directory}: the library graph ({INDEX_FILE}) no longer fits the shards; searching "
+        "each shard's own graph (slower); `citywok index` rebuilds it"
+    )
+    try:
+        if int(described.get("version", 0)) != LIBRARY_GRAPH_VERSION:
+            return None, stale
+        by_name = {s.path.name: s for s in snapshot.shards}
+        parts = []
+        for d in described["shards"]:
+            shard = by_name.get(d["file"])
+            if (
+                shard is None
+                or d["file"] not in part_of
+                or sizes.get(d["file"]) != int(d["n"])
+                or _vectors_checksum(shard) != d["vectors"]
+            ):
+                return None, stale
+            parts.append(part_of[d["file"]])
+        n, dim = int(described["n"]), int(described["dim"])
+        path = directory / GRAPH_FILE
+        with open(path, "rb") as f:
+            buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if len(buffer) != int(described["bytes"]) or xxhash.xxh64(buffer).hexdigest() != str(
+            described["checksum"]
+        ):
+            return None, (
+                f"{path}: checksum mismatch: the library graph is damaged; searching each "
+                "shard's own graph (slower); `citywok index` rebuilds it"
+            )
+        index = view_ann(memoryview(buffer), n=n, dim=dim)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        return None, f"{stale} ({exc})"
+    return LibraryGraph(index, np.asarray(parts, dtype=np.int64), n, _buffer=buffer), None

@@ -1,0 +1,120 @@
+"""The library graph: one HNSW graph over every shard's segments, used only while it fits them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from citywok_pipeline.snapshot import Snapshot
+from citywok_pipeline.snapshot.library_graph import (
+    GRAPH_FILE,
+    INDEX_FILE,
+    build_library_graph,
+    library_graph_current,
+)
+from citywok_pipeline.transcripts.search import SegmentSearcher
+from tests.snapshot.test_segments import DIM, clustered, exact_top, unit, write
+
+SIZES = {"show-s01": 3000, "show-s02": 2000, "show-s03": 1000}
+
+
+@pytest.fixture
+def library(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, dict[str, np.ndarray]]:
+    """Three shards of clustered vectors and their library graph."""
+    vectors = {season: clustered(rng, n) for season, n in SIZES.items()}
+    for season, v in vectors.items():
+        write(tmp_path / f"{season}.lmdb", v, season=season)
+    with Snapshot.open(tmp_path) as snap:
+        info = build_library_graph(snap, min_segments=1, threads=1)
+    assert info is not None and info["n"] == sum(SIZES.values())
+    return tmp_path, vectors
+
+
+def truth_of(vectors: dict[str, np.ndarray], q: np.ndarray) -> set[tuple[str, int]]:
+    seasons = [s for s, v in vectors.items() for _ in range(len(v))]
+    rows = [i for v in vectors.values() for i in range(len(v))]
+    everything = np.concatenate(list(vectors.values()))
+    return {(seasons[i], rows[i]) for i in exact_top(everything, q, 10)}
+
+
+def found_ids(searcher: SegmentSearcher, found: list[tuple[int, int, float]]) -> set:
+    # The test rows have start = 2 s x their number in the table (write() in test_segments).
+    return {(h.extra["season"], round(h.start_s / 2.0)) for h in searcher.hits(found)}
+
+
+def test_the_library_graph_answers_one_search_for_every_shard_with_recall(
+    library: tuple[Path, dict[str, np.ndarray]], rng: np.random.Generator
+) -> None:
+    path, vectors = library
+    everything = np.concatenate(list(vectors.values()))
+    queries = unit(
+        everything[rng.choice(len(everything), 40)] + 0.05 * rng.standard_normal((40, DIM))
+    )
+    with Snapshot.open(path) as snap:
+        searcher = SegmentSearcher(snap)
+        assert searcher.library is not None and searcher.notes == []
+        assert library_graph_current(snap)
+        recalls = []
+        for q in queries:
+            found = searcher.search_vector(q, limit=10)
+            scores = [s for _, _, s in found]
+            assert len(found) == 10 and scores == sorted(scores, reverse=True)
+            # Scored exactly against the stored vectors, whichever shard a row is in.
+            for part, row, score in found:
+                stored = searcher._parts[part].segments.vectors_of(np.array([row]))[0]
+                assert score == pytest.approx(float(stored @ q), abs=1e-6)
+            recalls.append(len(found_ids(searcher, found) & truth_of(vectors, q)) / 10)
+    assert np.mean(recalls) >= 0.95
+
+
+def test_a_changed_shard_makes_the_library_graph_stale_and_search_goes_on_per_shard(
+    library: tuple[Path, dict[str, np.ndarray]], rng: np.random.Generator
+) -> None:
+    path, vectors = library
+    vectors["show-s02"] = clustered(rng, SIZES["show-s02"])
+    write(path / "show-s02.lmdb", vectors["show-s02"], season="show-s02")
+    q = vectors["show-s02"][17]
+    with Snapshot.open(path) as snap:
+        assert not library_graph_current(snap)
+        searcher = SegmentSearcher(snap)
+        assert searcher.library is None
+        assert any(
+            "no longer fits the shards" in n and "citywok index" in n for n in searcher.notes
+        )
+        found = searcher.search_vector(q, limit=10)
+        assert ("show-s02", 17) in found_ids(searcher, found)
+        # Rebuilt, it fits again.
+        assert build_library_graph(snap, min_segments=1, threads=1) is not None
+    with Snapshot.open(path) as snap:
+        searcher = SegmentSearcher(snap)
+        assert searcher.library is not None and searcher.notes == []
+        assert ("show-s02", 17) in found_ids(searcher, searcher.search_vector(q, limit=10))
+
+
+def test_a_damaged_library_graph_is_refused_by_its_checksum_not_read(
+    library: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    path, vectors = library
+    graph = path / GRAPH_FILE
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
+    graph.write_bytes(bytes(data))
+    with Snapshot.open(path) as snap:
+        searcher = SegmentSearcher(snap)
+        assert searcher.library is None
+        assert any("checksum mismatch" in n for n in searcher.notes)
+        found = searcher.search_vector(vectors["show-s01"][5], limit=10)
+        assert ("show-s01", 5) in found_ids(searcher, found)
+
+
+def test_a_library_too_small_for_a_graph_gets_none_and_loses_an_old_one(
+    library: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    path, _ = library
+    with Snapshot.open(path) as snap:
+        assert build_library_graph(snap, min_segments=10_000) is None
+        assert not (path / GRAPH_FILE).exists() and not (path / INDEX_FILE).exists()
+        searcher = SegmentSearcher(snap)
+        assert searcher.library is None and searcher.notes == []
