@@ -66,25 +66,50 @@ def dubbed(episode: int) -> np.ndarray:
     return render_remixed_episode_samples(**EPISODE, episode=episode, remix=1, revoice=1)
 
 
-def test_a_dubbed_clip_is_found_by_its_words_at_its_second(
+# Where a dubbed 10 s window starts, in both episodes. What is said varies from window to window
+# (the benchmark's 93% top-1 at 10 s is over many): the tests ask for most of them, found at
+# their second, and never a wrong episode or second. One window would hang on the model's
+# output, which differs between CPUs (CTranslate2's int8 kernels by instruction set).
+WINDOWS_S = (4.0, 8.0, 12.0, 16.0, 20.0)
+
+
+def _right(match: dict, episode: int, start_s: float) -> bool:
+    return match["episode_id"] == f"{SEASON}e{episode:02d}" and match["offset_s"] == (
+        pytest.approx(start_s, abs=2.0)
+    )
+
+
+def test_dubbed_clips_are_found_by_their_words_at_their_second(
     snapshot: Path, citywok: Citywok, tmp_path: Path
 ) -> None:
-    path = clip(tmp_path, dubbed(2), 16.0, 10.0, "dub.wav")
-    # The fingerprint finds nothing in it ...
-    audio = citywok("match", snapshot, path, "--json")
+    windows = [(episode, start) for episode in (1, 2) for start in WINDOWS_S]
+    paths = [
+        clip(tmp_path, dubbed(episode), start, 10.0, f"dub-{episode}-{start:g}.wav")
+        for episode, start in windows
+    ]
+    # The fingerprint finds nothing in them ...
+    audio = citywok("match", snapshot, *paths, "--json")
     assert audio.returncode == 0, audio
-    [line] = audio.json_lines()
-    assert (line["method"], line["matches"]) == ("audio", [])
+    assert [(line["method"], line["matches"]) for line in audio.json_lines()] == [
+        ("audio", [])
+    ] * len(paths)
     # ... what is said finds the episode and the second.
-    words = citywok("match", snapshot, path, "--json", "--by-words")
+    words = citywok("match", snapshot, *paths, "--json", "--by-words")
     assert words.returncode == 0, words
-    [line] = words.json_lines()
-    assert line["method"] == "words" and not line["ambiguous"]
-    [best] = line["matches"]
-    assert best["episode_id"] == f"{SEASON}e02" and best["method"] == "words"
-    assert best["offset_s"] == pytest.approx(16.0, abs=2.0)
-    assert best["confidence"] >= 0.9
-    assert best["source"] == "Harbour Lights/Season 01/Harbour Lights - S01E02.mp3"
+    lines = words.json_lines()
+    assert [line["query"] for line in lines] == [str(p) for p in paths]
+    found = []
+    for (episode, start), line in zip(windows, lines, strict=True):
+        assert line["method"] == "words" and not line["ambiguous"], line
+        for match in line["matches"]:
+            assert _right(match, episode, start), (episode, start, line)
+            assert match["method"] == "words" and match["confidence"] >= 0.9
+            assert (
+                match["source"]
+                == f"Harbour Lights/Season 01/Harbour Lights - S01E{episode:02d}.mp3"
+            )
+        found += [(episode, start)] if line["matches"] else []
+    assert len(found) >= 0.6 * len(windows), found
 
 
 def test_a_clip_the_audio_matches_keeps_the_audio_answer(
@@ -121,15 +146,21 @@ def test_post_match_falls_back_on_the_words(
     snapshot: Path, start_server: ServerFactory, tmp_path: Path
 ) -> None:
     server = start_server(str(snapshot), "--poll", "0")
-    dub = clip(tmp_path, dubbed(1), 16.0, 10.0, "dub.wav")
+    dubs = {
+        start: clip(tmp_path, dubbed(1), start, 10.0, f"dub-{start:g}.wav") for start in WINDOWS_S
+    }
     with httpx.Client(base_url=server.url, timeout=120) as http:
-        answer = http.post("/match", files={"file": ("dub.wav", dub.read_bytes())}).json()
-        assert answer["method"] == "words", answer
-        assert answer["matches"][0]["episode_id"] == f"{SEASON}e01"
-        assert answer["matches"][0]["offset_s"] == pytest.approx(16.0, abs=2.0)
+        answers = {
+            start: http.post("/match", files={"file": ("dub.wav", dub.read_bytes())}).json()
+            for start, dub in dubs.items()
+        }
         original = clip(tmp_path, render_episode_samples(**EPISODE, episode=2), 8.0, 5.0, "o.wav")
         answer = http.post("/match", files={"file": ("o.wav", original.read_bytes())}).json()
         assert answer["method"] == "audio" and answer["matches"][0]["episode_id"] == f"{SEASON}e02"
+    assert all(a["method"] == "words" for a in answers.values()), answers
+    assert all(_right(m, 1, start) for start, a in answers.items() for m in a["matches"]), answers
+    assert sum(bool(a["matches"]) for a in answers.values()) >= 0.6 * len(answers), answers
+    dub = dubs[WINDOWS_S[0]]
     # An operator who will not spend seconds of CPU on unmatched uploads turns it off.
     off = start_server(str(snapshot), "--poll", "0", "--no-match-by-words")
     with httpx.Client(base_url=off.url, timeout=120) as http:
