@@ -158,6 +158,40 @@ def test_a_clip_not_in_the_index_runs_every_pass_in_order_and_is_not_matched(sho
     assert list(result.passes) == [x for x in labels if x != "whole"]
 
 
+def _noisy(clip: np.ndarray, snr_db: float) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    power = np.sqrt(np.mean(clip**2))
+    return (clip + power * 10 ** (-snr_db / 20) * rng.standard_normal(clip.size)).astype(np.float32)
+
+
+def test_a_long_clip_no_pass_settles_needs_more_evidence_than_a_short_one(show) -> None:
+    index, audio = show
+    rate = DEFAULT_PARAMS.sample_rate
+    mp = DEFAULT_MATCH_PARAMS
+    assert mp.weak_long_s <= 4.0 and mp.weak_long_min_score > mp.min_score
+    # 4 s of one episode under noise louder than it: no pass is conclusive, and the best
+    # evidence, found at the unit change, is a few instants short of weak_long_min_score.
+    clip = _noisy(audio[1][20 * rate : 24 * rate], -3.0)
+    loose = match_samples(clip, index, match_params=MatchParams(weak_long_min_score=mp.min_score))
+    assert [m.episode_id for m in loose.matches] == ["show-s01e02"]
+    assert mp.min_score <= loose.matches[0].score < mp.weak_long_min_score
+    assert loose.matches[0].offset_s == pytest.approx(20.0, abs=0.1)
+    assert len(loose.passes) == len(passes(DEFAULT_PARAMS)) - 1  # every pass but "whole"
+    # By default a clip that long is not answered on so little, after every pass.
+    strict = match_samples(clip, index)
+    assert strict.matches == ()
+    assert strict.passes == loose.passes
+    # A 2 s clip offers fewer instants: as weak an answer stands.
+    short = match_samples(_noisy(audio[1][10 * rate : 12 * rate], -3.0), index)
+    assert [m.episode_id for m in short.matches] == ["show-s01e02"]
+    assert short.matches[0].score < mp.weak_long_min_score
+
+
+def test_weak_long_min_score_below_min_score_is_a_parameter_error() -> None:
+    with pytest.raises(ParameterError, match="weak_long_min_score"):
+        MatchParams(weak_long_min_score=DEFAULT_MATCH_PARAMS.min_score - 1)
+
+
 def test_a_match_says_how_the_clip_was_changed_in_its_json() -> None:
     m = Match(
         episode_id="a", source="a.mp3", season="s", offset_s=1.0, score=9, confidence=1.0,
