@@ -803,7 +803,7 @@ def accuracy_section(a: dict | None) -> list[str]:
         "## Accuracy (c)",
         "",
         f"Run {run['at']} on {run['machine']} by `nice -n 10 python -m benchmarks.accuracy "
-        f"--previous {a['previous_ref']}` (load average {run['load']} at the start, "
+        f"--previous {a['previous_ref']}{_sizes(a)}` (load average {run['load']} at the start, "
         f"{run.get('load_at_end', '?')} at the end: other work shared the 2 cores). Previous "
         f"matcher: commit {a['commits']['previous'][:10]} (`--previous {a['previous_ref']}`), "
         f"new: {a['commits']['new'][:10]}"
@@ -917,6 +917,16 @@ def accuracy_section(a: dict | None) -> list[str]:
             f"{_pp(cp_['right'], cn_['right'], '.1%')} |"
         )
     return [*lines, end]
+
+
+def _sizes(a: dict) -> str:
+    """The run's sizes as options, where they are not the defaults."""
+    seeds = a.get("seeds", 4)
+    per, unseen = a.get("clips_per_cell", 40) // seeds, a.get("unseen_per_cell", 12) // seeds
+    out = [f"--seeds {seeds}"] if seeds != 4 else []
+    out += [f"--clips-per-seed {per}"] if per != 10 else []
+    out += [f"--unseen-per-seed {unseen}"] if unseen != 3 else []
+    return "".join(f" {o}" for o in out)
 
 
 def _seed_range(acc: dict, cases, lengths) -> str:
