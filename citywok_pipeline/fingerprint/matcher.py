@@ -41,8 +41,9 @@ them).
    frequency factor, 1.9% of the tempo). An answer from the search needs
    ``change_min_score`` instants, not ``min_score``. When no pass of the search is
    conclusive, an answer the unit passes found stands (a weak clip of 1-2 s); else the
-   strongest pass of all answers. Either way a clip of ``weak_long_s`` or more answered so
-   (every pass tried, none conclusive) needs ``weak_long_min_score`` instants (step 4).
+   strongest pass of all answers. Either way an answer so (every pass tried, none
+   conclusive) needs ``weak_per_s`` instants per second of clip, at most ``weak_max_score``
+   (step 4).
 
    Measured to choose (corpora like benchmarks/accuracy.py's, seeds 7 and 11, clips of
    2/3/5 s; /tmp scripts, figures in the commit): a pass 0.25% off the frequency factor keeps
@@ -76,11 +77,14 @@ them).
    0-6 such answers were right 14 times in 19 on 5 and 10 s clips (13 of the 14 a
    loudspeaker in a room; the 5 wrong ones unseen audio, none of 1,190 clips of 10 s of an
    episode answered so), 44 in 48 on 3 s clips (loudspeaker and reverb), 439 in 446 on 1-2 s
-   clips, which offer few instants. A clip of ``weak_long_s`` (4 s: between 3 s, where weak
-   answers were mostly right, and 5 s) or more that no pass settled therefore needs
-   ``weak_long_min_score`` (8) instants: the multiple-comparisons correction that the
-   model's tail misses, paid for by some loudspeaker clips of 5 s (benchmarks/RESULTS.md
-   measures both).
+   clips, which offer few instants. The wrong ones on 5 s clips had 5 instants, on 10 s
+   clips 6 and 7; the right ones on 5 s clips 5-7. So an answer that no pass settled needs
+   ``weak_per_s`` (1.2) instants per second of clip, at most ``weak_max_score`` (8): 6 at
+   5 s, 8 from 6.7 s on, nothing more than ``min_score`` up to 4 s. It is the correction for
+   many hypotheses tried that the model's tail misses: a clip that long which lines up so
+   little is more often similar music than the episode. Asking 8 of every clip from 4 s on
+   did as well on unseen audio but lost 13 of 80 loudspeaker clips of 5 s (95% -> 79%);
+   this loses about 4 (benchmarks/RESULTS.md).
 
 5. Shared audio: an instant of the clip that lines up in several candidate episodes (an
    intro, a theme) is split between them (weight ``1/n``), and candidates are ranked by
@@ -184,12 +188,12 @@ class MatchParams:
     # at 5, two).
     change_min_score: int = 7
     min_confidence: float = 0.9
-    # A clip of at least weak_long_s seconds that no pass settled (every pass tried: the
-    # search over changes too) is answered only from weak_long_min_score instants (module
-    # docstring, step 4): on 5-10 s clips such answers of 5-7 instants were unseen audio 5
-    # times in 19.
-    weak_long_s: float = 4.0
-    weak_long_min_score: int = 8
+    # A clip that no pass settled (every pass tried: the search over changes too) is
+    # answered only from weak_per_s instants per second of clip, at most weak_max_score
+    # (module docstring, step 4): on 5-10 s clips such answers of 5-7 instants were unseen
+    # audio 5 times in 19.
+    weak_per_s: float = 1.2
+    weak_max_score: int = 8
     early_exit_confidence: float = 0.999
     clump: float = 1.71
     calibration_slope: float = 0.63
@@ -218,10 +222,10 @@ class MatchParams:
                 "tolerance must be >= 0 and 1 <= min_score <= change_min_score, got "
                 f"{self.tolerance}, {self.min_score} and {self.change_min_score}"
             )
-        if self.weak_long_s < 0 or self.weak_long_min_score < self.min_score:
+        if self.weak_per_s < 0 or self.weak_max_score < self.min_score:
             raise ParameterError(
-                "weak_long_s must be >= 0 and weak_long_min_score >= min_score, got "
-                f"{self.weak_long_s} and {self.weak_long_min_score}"
+                "weak_per_s must be >= 0 and weak_max_score >= min_score, got "
+                f"{self.weak_per_s} and {self.weak_max_score}"
             )
         if self.hits_per_hash < 1 or self.quick_hits_per_hash < 1:
             raise ParameterError("hits_per_hash and quick_hits_per_hash must be >= 1")
@@ -663,7 +667,7 @@ def match_samples(
         return clip.answer()
     unit = list(clip.results)
     # What a weak answer needs once every pass has been tried (module docstring, step 4).
-    floor = match_params.weak_long_min_score if clip.duration_s >= match_params.weak_long_s else 0
+    floor = _weak_floor(clip.duration_s, match_params)
     found_at_unit = bool(clip.answer(floor=floor).matches)
     search = [step for step in cascade.values() if step.name in _CHANGES]
     # A few passes at a time: one lookup for them all costs much less than one each, and a
@@ -679,6 +683,13 @@ def match_samples(
     # a pass of the search scoring higher on a few chance instants must not displace it),
     # else the strongest pass of all. A long clip no pass settled needs more evidence.
     return clip.answer(unit if found_at_unit else None, floor=floor)
+
+
+def _weak_floor(duration_s: float, mp: MatchParams) -> int:
+    """The instants an answer that no pass settled needs, beside its pass's ``min_score``:
+    ``weak_per_s`` per second of clip, at most ``weak_max_score``."""
+    # Less a hair: a product that should be whole can land just above it in binary.
+    return min(mp.weak_max_score, math.ceil(mp.weak_per_s * duration_s - 1e-9))
 
 
 def _climb(clip: _Clip, step: Pass, search: list[Pass]) -> None:

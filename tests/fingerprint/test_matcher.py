@@ -19,6 +19,7 @@ from citywok_pipeline.fingerprint.matcher import (
     MatchParams,
     _Clip,
     _run_passes,
+    _weak_floor,
     _windows,
     fingerprint,
     match_samples,
@@ -164,32 +165,44 @@ def _noisy(clip: np.ndarray, snr_db: float) -> np.ndarray:
     return (clip + power * 10 ** (-snr_db / 20) * rng.standard_normal(clip.size)).astype(np.float32)
 
 
-def test_a_long_clip_no_pass_settles_needs_more_evidence_than_a_short_one(show) -> None:
+def test_a_clip_no_pass_settles_needs_evidence_in_proportion_to_its_length(show) -> None:
     index, audio = show
     rate = DEFAULT_PARAMS.sample_rate
+    # Two clips of one episode under noise louder than it: no pass is conclusive, and the
+    # best evidence is 7 instants, over 4 s in one and over 2 s in the other.
+    long = _noisy(audio[1][20 * rate : 24 * rate], -3.0)
+    short = _noisy(audio[1][10 * rate : 12 * rate], -3.0)
+    every_pass = len(passes(DEFAULT_PARAMS)) - 1  # all but "whole"
+    for clip, start in ((long, 20.0), (short, 10.0)):
+        loose = match_samples(clip, index, match_params=MatchParams(weak_per_s=0.0))
+        assert [m.episode_id for m in loose.matches] == ["show-s01e02"]
+        assert loose.matches[0].score == 7
+        assert loose.matches[0].offset_s == pytest.approx(start, abs=0.1)
+        assert len(loose.passes) == every_pass
+    # Two instants per second of clip: 8 for the 4 s clip, which goes unanswered after
+    # every pass; 4 for the 2 s one, whose answer stands.
+    strict = MatchParams(weak_per_s=2.0)
+    assert match_samples(long, index, match_params=strict).matches == ()
+    assert [m.episode_id for m in match_samples(short, index, match_params=strict).matches] == [
+        "show-s01e02"
+    ]
+    # A clip a pass settles is answered whatever its length.
+    clean = audio[1][20 * rate : 24 * rate]
+    settled = match_samples(clean, index, match_params=strict)
+    assert [m.episode_id for m in settled.matches] == ["show-s01e02"]
+    assert len(settled.passes) < every_pass
+
+
+def test_by_default_a_weak_answer_needs_six_instants_at_5_s_and_eight_from_7_s() -> None:
     mp = DEFAULT_MATCH_PARAMS
-    assert mp.weak_long_s <= 4.0 and mp.weak_long_min_score > mp.min_score
-    # 4 s of one episode under noise louder than it: no pass is conclusive, and the best
-    # evidence, found at the unit change, is a few instants short of weak_long_min_score.
-    clip = _noisy(audio[1][20 * rate : 24 * rate], -3.0)
-    loose = match_samples(clip, index, match_params=MatchParams(weak_long_min_score=mp.min_score))
-    assert [m.episode_id for m in loose.matches] == ["show-s01e02"]
-    assert mp.min_score <= loose.matches[0].score < mp.weak_long_min_score
-    assert loose.matches[0].offset_s == pytest.approx(20.0, abs=0.1)
-    assert len(loose.passes) == len(passes(DEFAULT_PARAMS)) - 1  # every pass but "whole"
-    # By default a clip that long is not answered on so little, after every pass.
-    strict = match_samples(clip, index)
-    assert strict.matches == ()
-    assert strict.passes == loose.passes
-    # A 2 s clip offers fewer instants: as weak an answer stands.
-    short = match_samples(_noisy(audio[1][10 * rate : 12 * rate], -3.0), index)
-    assert [m.episode_id for m in short.matches] == ["show-s01e02"]
-    assert short.matches[0].score < mp.weak_long_min_score
+    floors = {s: _weak_floor(s, mp) for s in (1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0, 60.0)}
+    assert all(floors[s] <= mp.min_score for s in (1.0, 2.0, 3.0, 4.0))
+    assert (floors[5.0], floors[7.0], floors[10.0], floors[60.0]) == (6, 8, 8, 8)
 
 
-def test_weak_long_min_score_below_min_score_is_a_parameter_error() -> None:
-    with pytest.raises(ParameterError, match="weak_long_min_score"):
-        MatchParams(weak_long_min_score=DEFAULT_MATCH_PARAMS.min_score - 1)
+def test_weak_max_score_below_min_score_is_a_parameter_error() -> None:
+    with pytest.raises(ParameterError, match="weak_max_score"):
+        MatchParams(weak_max_score=DEFAULT_MATCH_PARAMS.min_score - 1)
 
 
 def test_a_match_says_how_the_clip_was_changed_in_its_json() -> None:
