@@ -586,8 +586,10 @@ def info(snapshot_dir: Path, as_json: bool) -> None:
 @main.command()
 @click.argument("snapshot_dir", type=click.Path(path_type=Path))
 def verify(snapshot_dir: Path) -> None:
-    """Check every shard's consistency and checksums; exit 1 if anything is wrong."""
-    from .snapshot import shard_paths, verify_snapshot
+    """Check every shard's consistency and checksums, and the library graph if there is one;
+    exit 1 if anything is wrong."""
+    from .snapshot import Snapshot, shard_paths, verify_snapshot
+    from .snapshot.library_graph import verify_library_graph
 
     # Nothing to check is bad input (exit 2), not a failed check.
     if not snapshot_dir.is_dir():
@@ -595,6 +597,9 @@ def verify(snapshot_dir: Path) -> None:
     if not shard_paths(snapshot_dir):
         _fail(f"{snapshot_dir}: no shards here; build one with `citywok index`")
     problems = verify_snapshot(snapshot_dir)
+    if not problems:
+        with Snapshot.open(snapshot_dir) as snap:
+            problems = verify_library_graph(snap)
     for p in problems:
         click.echo(f"citywok: {p}", err=True)
     if problems:

@@ -256,3 +256,27 @@ def open_library_graph(
     except (OSError, KeyError, TypeError, ValueError) as exc:
         return None, f"{stale} ({exc})"
     return LibraryGraph(index, np.asarray(parts, dtype=np.int64), n, _buffer=buffer), None
+
+
+def verify_library_graph(snapshot: Snapshot) -> list[str]:
+    """What is wrong with an open snapshot's library graph: damaged (checksum, size, format) or
+    stale (its shards changed since it was built); nothing when it fits, or when there is none.
+
+    ``citywok verify`` reports these; a search never fails on them (it searches the shards' own
+    graphs, with a note), and publishing ignores the graph (it is not published).
+    """
+    if _read_index(snapshot.path) is None:
+        return []
+    names = [s.path.name for s in snapshot.shards if s.refused is None]
+    part_of = {name: i for i, name in enumerate(names)}
+    sizes = {s.path.name: s.n_segments for s in snapshot.shards if s.refused is None}
+    graph, note = open_library_graph(snapshot, part_of, sizes)
+    if graph is None:
+        return [note or f"{snapshot.path / INDEX_FILE}: unreadable"]
+    graph.close()
+    if not library_graph_current(snapshot):
+        return [
+            f"{snapshot.path}: the library graph ({INDEX_FILE}) does not cover every shard with "
+            "segments; `citywok index` rebuilds it"
+        ]
+    return []

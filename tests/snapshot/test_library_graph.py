@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from citywok_pipeline.snapshot.library_graph import (
     INDEX_FILE,
     build_library_graph,
     library_graph_current,
+    verify_library_graph,
 )
 from citywok_pipeline.transcripts.search import SegmentSearcher
 from tests.snapshot.test_segments import DIM, clustered, exact_top, unit, write
@@ -118,3 +121,32 @@ def test_a_library_too_small_for_a_graph_gets_none_and_loses_an_old_one(
         assert not (path / GRAPH_FILE).exists() and not (path / INDEX_FILE).exists()
         searcher = SegmentSearcher(snap)
         assert searcher.library is None and searcher.notes == []
+
+
+def test_verify_reports_a_damaged_or_stale_library_graph_and_passes_a_good_one(
+    library: tuple[Path, dict[str, np.ndarray]], rng: np.random.Generator
+) -> None:
+    path, vectors = library
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "citywok_pipeline.cli", "verify", str(path)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    with Snapshot.open(path) as snap:
+        assert verify_library_graph(snap) == []
+    assert verify().returncode == 0
+    graph = path / GRAPH_FILE
+    good = graph.read_bytes()
+    graph.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    result = verify()
+    assert result.returncode == 1 and "checksum mismatch" in result.stderr, result
+    graph.write_bytes(good)
+    write(path / "show-s03.lmdb", clustered(rng, SIZES["show-s03"]), season="show-s03")
+    result = verify()
+    assert result.returncode == 1 and "no longer fits the shards" in result.stderr, result
+    # A shard beyond the ones the graph names: stale too.
+    write(path / "show-s04.lmdb", vectors["show-s01"][:50], season="show-s04")
+    with Snapshot.open(path) as snap:
+        assert any("library graph" in p for p in verify_library_graph(snap))
