@@ -738,7 +738,7 @@ def _run(
             t.start()
         try:
             returncode = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        except BaseException:  # the timeout, or an interrupt (a cancelled Dagster run)
             proc.kill()
             proc.wait()
             raise
