@@ -14,7 +14,14 @@ from ..files import file_sha256
 from ..fingerprint.audio import DecodeError, decode
 from ..resources import ArtefactStore, CatalogResource, SeasonFoldersResource, YouTubeResource
 from ..youtube import is_youtube_episode, video_id_of
-from .partitions import AUDIO_CODE_VERSION, PARAMS, RETRY, raw_audio_key, video_partitions
+from .partitions import (
+    AUDIO_CODE_VERSION,
+    PARAMS,
+    RETRY,
+    raw_audio_key,
+    stop_if_cancelled,
+    video_partitions,
+)
 from .youtube import youtube_audio_file
 
 
@@ -49,6 +56,7 @@ def known_video(catalog: Catalog, context: dg.AssetExecutionContext) -> VideoRec
     the asset's status is not turned to failed; media_scan_sensor deletes the partition. A
     video removed from the media source fails with the reason.
     """
+    stop_if_cancelled(context)  # a retry after a cancel's interrupt (see partitions.RETRY)
     episode_id = context.partition_key
     video = catalog.video(episode_id)
     if video is None:

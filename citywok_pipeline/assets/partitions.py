@@ -25,6 +25,24 @@ SNAPSHOT_CODE_VERSION = f"shard-{params_version(PARAMS)}-3"
 
 RETRY = dg.RetryPolicy(max_retries=2, delay=2.0, backoff=dg.Backoff.EXPONENTIAL)
 
+# A run being cancelled. Dagster turns the interrupt a cancel sends into a retry of a step
+# with a retry policy ("respect retry policy when interrupts occur"), and the retried step
+# would run the cancelled run on to success: every step with ``RETRY`` calls
+# :func:`stop_if_cancelled` first.
+_CANCELLED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+
+
+def stop_if_cancelled(context: dg.AssetExecutionContext) -> None:
+    """Fail the step, without retries, when its run is being cancelled (the run then ends
+    CANCELED: Dagster reports a run that fails while CANCELING as cancelled)."""
+    run = context.instance.get_run_by_id(context.run_id)
+    if run is not None and run.status in _CANCELLED:
+        raise dg.Failure(
+            description=f"the run was cancelled: {context.op_def.name} not started again",
+            allow_retries=False,
+        )
+
+
 # Transcripts follow the transcriber's output format; a model change shows in the metadata.
 TRANSCRIPT_CODE_VERSION = "transcript-1"
 # Segment embeddings follow their artefact format; the model shows in the metadata.

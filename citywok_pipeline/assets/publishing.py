@@ -10,7 +10,7 @@ from ..blobstore import BlobStore
 from ..publishing import PublishConflictError, PublishError, prune_versions, publish_snapshot
 from ..resources import ArtefactStore
 from ..resources.publishing import PublishedVersionsResource
-from .partitions import RETRY, SHARDS_PREFIX
+from .partitions import RETRY, SHARDS_PREFIX, stop_if_cancelled
 from .snapshots import season_snapshot
 
 
@@ -27,6 +27,7 @@ def published_version(
     versions: PublishedVersionsResource,
 ) -> dg.MaterializeResult:
     """The season shards in the artefact store as an immutable published version, with latest.json pointing at it."""
+    stop_if_cancelled(context)  # a retry after a cancel's interrupt (see partitions.RETRY)
     bucket = versions.bucket()
     # The shards as stored, fetched into this step's own temp folder (no local snapshot is
     # read: any machine can publish), verified and described there by publish_snapshot.

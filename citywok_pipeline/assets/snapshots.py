@@ -28,6 +28,7 @@ from .partitions import (
     season_partitions,
     segment_embeddings_key,
     shard_key,
+    stop_if_cancelled,
 )
 
 
@@ -53,6 +54,7 @@ def season_snapshot(
     snapshots: SnapshotDirectoryResource,
 ) -> dg.MaterializeResult:
     """The season's LMDB shard: its present videos' fingerprints, transcript segments and vectors."""
+    stop_if_cancelled(context)  # a retry after a cancel's interrupt (see partitions.RETRY)
     season = context.partition_key
     cat = catalog.open()
     started = time.perf_counter()
