@@ -12,11 +12,17 @@ tiny library, materialised once in-process; Playwright from PyPI drives Debian's
   tab; then the nightly catch-up (its cron set to every minute, its sensor switched on from the
   UI) retries the partitions a failed night left, as one backfill listed the same way;
 - (d) ingestion: an episode dropped into a season folder; the sensor's tick, the partition, its
-  run, the season's rebuilt shard and a new published version, each found in the UI.
+  run, the season's rebuilt shard and a new published version, each found in the UI;
+- (e) cancel (the issue's bad input): a backfill of two videos' assets and their season's
+  shard, cancelled from its page while a run is mid-step; nothing half-written is left, the
+  catalog points only at whole artefacts, and the same backfill again builds what an
+  uninterrupted one built, byte for byte.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import shutil
@@ -31,9 +37,23 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from citywok_pipeline.artefacts import data_version, unpack_fingerprints
+from citywok_pipeline.assets.partitions import (
+    SHARDS_PREFIX,
+    fingerprints_key,
+    raw_audio_key,
+    segment_embeddings_key,
+    shard_key,
+    transcript_key,
+)
+from citywok_pipeline.blobstore import LocalBlobStore
 from citywok_pipeline.catalog import ScanPlan, open_catalog
 from citywok_pipeline.embedded import prepare_dagster_home, run_pipeline_once
+from citywok_pipeline.files import file_sha256
 from citywok_pipeline.resources import ArtefactStore
+from citywok_pipeline.snapshot import open_shard, verify_shard
+from citywok_pipeline.transcripts.artefact import pack_transcript, unpack_transcript
+from citywok_pipeline.transcripts.embeddings import pack_embeddings, unpack_embeddings
 
 from .conftest import REPO, SPARE, DevServer, Pipeline, graphql, start_dev_server
 
@@ -74,6 +94,7 @@ class Served:
     home: Path
     spare: Path
     spare_relative: str
+    tmp: Path  # the server's TMPDIR: its steps' temp folders (a shard is built in one)
 
 
 def _sensor(base: str, name: str) -> dict[str, Any]:
@@ -111,6 +132,8 @@ def served(tiny_library_source: Path, tmp_path_factory: pytest.TempPathFactory) 
     relative = spare.relative_to(tiny_library_source).as_posix()
     assert relative.startswith("Harbour Lights/"), relative
     home = root / "citywok"
+    tmp = root / "tmp"
+    tmp.mkdir()
     with dg.DagsterInstance.from_config(str(prepare_dagster_home(home / "dagster"))) as instance:
         pipeline = Pipeline(media, home, ArtefactStore(bucket_url=home.as_uri()), instance)
         report = run_pipeline_once(pipeline.defs, instance)
@@ -122,6 +145,8 @@ def served(tiny_library_source: Path, tmp_path_factory: pytest.TempPathFactory) 
         # The catch-up on every minute instead of 03:00 (its sensor evaluates once a minute).
         "CITYWOK_CATCH_UP_CRON": "* * * * *",
         "CITYWOK_PUBLISH_EVERY_MINUTES": "1",
+        # The steps' temp folders where journey (e) can look for what a cancelled one left.
+        "TMPDIR": str(tmp),
     }
     with start_dev_server(home, media, root / "dagster-dev.log", extra_env=env) as server:
         # The catch-up sensor's first evaluation only records when it ran (a cron tick counts
@@ -136,7 +161,7 @@ def served(tiny_library_source: Path, tmp_path_factory: pytest.TempPathFactory) 
             {"id": state["id"]},
         )["stopSensor"]
         assert stopped["__typename"] == "StopSensorMutationResult", stopped
-        yield Served(server, media, home, spare, relative)
+        yield Served(server, media, home, spare, relative, tmp)
 
 
 @pytest.fixture(scope="module")
@@ -460,6 +485,320 @@ def test_d_a_new_episode_is_ingested_rebuilt_and_published_with_nothing_clicked(
     journey.goto("/assets/published_version")
     journey.reload_until_visible(journey.metadata_value("episodes", "5"), RUN_MS)
     journey.shot("published-after")
+
+
+# ----------------------------------------------------------------------------------------------
+# (e) Bad input: a backfill cancelled from the UI.
+
+CANCELLED_VIDEOS = ("the-night-kitchen-s01e01", "the-night-kitchen-s01e02")
+CANCELLED_SEASON = "the-night-kitchen-s01"
+PER_VIDEO = ("raw_audio", "fingerprints", "transcript", "segment_embeddings")
+# A long step (a model loaded, then run) with another after it: the cancel is sent while it runs.
+LONG_STEP = "transcript"
+IN_FLIGHT = ["QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"]
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+# What the steps name their temp folders (tempfile.TemporaryDirectory(prefix=...)).
+STEP_TEMP_FOLDERS = ("citywok-audio-", "citywok-flac-", "citywok-shard-", "citywok-check-")
+
+_RUNS = """query ($filter: RunsFilter!) { runsOrError(filter: $filter) { ... on Runs { results {
+    runId status tags { key value } stepStats { stepKey status } } } } }"""
+_BACKFILL = """query ($id: String!) { partitionBackfillOrError(backfillId: $id) {
+    __typename ... on PartitionBackfill { status } } }"""
+_STEP_FAILURES = """query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection {
+    events { __typename ... on ExecutionStepFailureEvent { stepKey error { className message } }
+    ... on ExecutionStepUpForRetryEvent { stepKey } } } } }"""
+
+
+def _launch_backfill(base: str, title: str) -> str:
+    """The two videos' per-video assets and their season's shard, as one asset backfill (the
+    UI's launch dialog takes one partitions definition; this is the GraphQL call it makes)."""
+    videos = {"ranges": [{"start": k, "end": k} for k in CANCELLED_VIDEOS]}
+    season = {"ranges": [{"start": CANCELLED_SEASON, "end": CANCELLED_SEASON}]}
+    params = {
+        "title": title,
+        "partitionsByAssets": [
+            *({"assetKey": {"path": [a]}, "partitions": videos} for a in PER_VIDEO),
+            {"assetKey": {"path": ["season_snapshot"]}, "partitions": season},
+        ],
+    }
+    launched = graphql(
+        base,
+        """mutation ($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams:
+        $params) { __typename ... on LaunchBackfillSuccess { backfillId }
+        ... on PythonError { message } } }""",
+        {"params": params},
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]  # type: ignore[no-any-return]
+
+
+def _runs(base: str, **filter: Any) -> list[dict[str, Any]]:
+    return graphql(base, _RUNS, {"filter": filter})["runsOrError"]["results"]  # type: ignore[no-any-return]
+
+
+def _backfill_runs(base: str, backfill_id: str) -> list[dict[str, Any]]:
+    return _runs(base, tags=[{"key": "dagster/backfill", "value": backfill_id}])
+
+
+def _backfill_status(base: str, backfill_id: str) -> str:
+    found = graphql(base, _BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]
+    assert found["__typename"] == "PartitionBackfill", found
+    return found["status"]  # type: ignore[no-any-return]
+
+
+def _wait_for(what: str, condition: Any, timeout_s: float, log: Path) -> Any:
+    """``condition()``'s first truthy value, polled each second; fails after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, (
+            f"{what}: not after {timeout_s:g} s\n" + log.read_text()[-3000:]
+        )
+        time.sleep(1)
+    return value
+
+
+def _long_step_running(base: str, backfill_id: str) -> str | None:
+    """The id of a started run of the backfill with its transcript in progress, while
+    no transcript of the backfill has finished yet: the other video's run has at least its
+    transcript and embeddings still to do (the ``gpu`` pool runs one at a time)."""
+    runs = _backfill_runs(base, backfill_id)
+    stats = [(r, s) for r in runs for s in r["stepStats"] if s["stepKey"] == LONG_STEP]
+    if len(runs) < len(CANCELLED_VIDEOS) or any(s["status"] != "IN_PROGRESS" for _, s in stats):
+        return None
+    running = [r["runId"] for r, s in stats if r["status"] == "STARTED"]
+    return running[0] if running else None
+
+
+def _stored(home: Path) -> dict[str, str]:
+    """sha256 of every artefact and local shard copy (not the published versions, which the
+    publish sensor may add to meanwhile)."""
+    return {
+        p.relative_to(home).as_posix(): file_sha256(p)
+        for folder in (home / "artefacts", home / "snapshot")
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _recorded(home: Path) -> dict[str, Any]:
+    """What the catalog recorded of each video and season, less the times."""
+    cat = open_catalog(home / "catalog.sqlite")
+    videos = {
+        v.episode_id: (v.sha256, v.duration_s, v.audio_version, v.fingerprints_version,
+                       v.embeddings_version)
+        for v in cat.videos()
+    }  # fmt: skip
+    return {**videos, **{s: (b.inputs, b.shard_version) for s, b in cat.season_builds().items()}}
+
+
+def _dead_temps(root: Path) -> list[str]:
+    """Hidden temp files under ``root`` no live writer holds: what a stopped writer left."""
+    left = []
+    for p in sorted(root.rglob(".*.tmp")):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # renamed into place or removed meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            left.append(p.relative_to(root).as_posix())
+        except BlockingIOError:  # its writer holds it: a write in progress
+            pass
+        finally:
+            os.close(fd)
+    return left
+
+
+def _inconsistencies(served: Served, scratch: Path) -> list[str]:
+    """What is half-written or dangling: temp files and temp folders left, a catalog record
+    whose artefact is missing or fails its check, a stored shard that fails verification or
+    does not hold what the catalog says went into it."""
+    home = served.home
+    store = LocalBlobStore(home / "artefacts")
+    problems = [f"temp file left: {t}" for t in _dead_temps(home)]
+    problems += [
+        f"temp folder left: {p.name}"
+        for p in sorted(served.tmp.iterdir())
+        if p.name.startswith(STEP_TEMP_FOLDERS)
+    ]
+
+    def blob(key: str) -> bytes | None:
+        if not store.exists(key):
+            problems.append(f"the catalog points at {key}, which is missing")
+            return None
+        return store.get(key)
+
+    cat = open_catalog(home / "catalog.sqlite")
+    for v in cat.videos():
+        eid = v.episode_id
+        flac = blob(raw_audio_key(eid)) if v.audio_version else None
+        if flac is not None and data_version(flac) != v.audio_version:
+            problems.append(f"{raw_audio_key(eid)} is not the audio the catalog recorded")
+        if v.fingerprints_version and (fp := blob(fingerprints_key(eid))) is not None:
+            try:
+                if unpack_fingerprints(fp).data_version != v.fingerprints_version:
+                    problems.append(f"{fingerprints_key(eid)} is not the version recorded")
+            except ValueError as exc:
+                problems.append(str(exc))
+        if v.embeddings_version and (se := blob(segment_embeddings_key(eid))) is not None:
+            try:
+                emb = unpack_embeddings(se)
+                if pack_embeddings(emb)[1] != v.embeddings_version:
+                    problems.append(f"{segment_embeddings_key(eid)} is not the version recorded")
+                tr = blob(transcript_key(eid))
+                if (
+                    tr is not None
+                    and pack_transcript(unpack_transcript(tr))[1] != emb.transcript_version
+                ):
+                    problems.append(f"{transcript_key(eid)} is not what was embedded")
+            except ValueError as exc:
+                problems.append(str(exc))
+
+    builds = cat.season_builds()
+    shards = {o.key for o in store.list(SHARDS_PREFIX)}
+    for season, build in builds.items():
+        if build.inputs and shard_key(season) not in shards:
+            problems.append(f"the catalog points at {shard_key(season)}, which is missing")
+    for key in sorted(shards):
+        copy = scratch / key.replace("/", "_")  # opened away from the store: LMDB adds a lock
+        copy.write_bytes(store.get(key))
+        if found := verify_shard(copy):
+            problems.append(f"{key} fails verification: {found}")
+            continue
+        shard = open_shard(copy)
+        try:
+            went_in = shard.meta.get("extra", {}).get("videos", {})
+        finally:
+            shard.close()
+        season = key.removeprefix(SHARDS_PREFIX).removesuffix(".lmdb")
+        build = builds.get(season)
+        if build is None or went_in != build.inputs:
+            problems.append(f"{key} holds {went_in}, the catalog recorded {build}")
+    return problems
+
+
+def test_e_a_backfill_cancelled_from_the_ui_leaves_no_half_written_artefact_or_shard(
+    served: Served, journey: Journey, tmp_path: Path
+) -> None:
+    """What Dagster's cancel does here (``dagster dev``: the default run launcher, every step in
+    the run's process): the backfill turns CANCELING; the daemon's next backfill iteration
+    terminates its unfinished runs (queued ones are marked canceled; a started one is sent a
+    gRPC cancel, and the code server sets the run's termination event); the run worker then
+    sends itself SIGINT, which inside a step raises ``DagsterExecutionInterruptedError`` at the
+    step's next Python instruction (a blocking call returns EINTR first), so the step fails
+    where it was, its ``finally`` blocks and context managers run, and the run ends CANCELED.
+    The season's shard is never started: the backfill requests it only after its videos'
+    fingerprints and embeddings (a dependency on all their partitions), and the cancel comes
+    while a video step runs. A shard build that would be hit anyway writes in its own temp
+    folder, stores the file with one atomic put, then records it: the checks below cover it.
+    """
+    base, log = served.server.base, served.server.log
+    page = journey.page
+    # The instance quiet (no run of an earlier journey, or of the publish sensor, in flight):
+    # what is stored now is what an uninterrupted build made.
+    _wait_for("no run in flight", lambda: not _runs(base, statuses=IN_FLIGHT), RUN_MS / 1000, log)
+    before, recorded = _stored(served.home), _recorded(served.home)
+    assert {raw_audio_key(k) for k in CANCELLED_VIDEOS} <= {
+        p.removeprefix("artefacts/") for p in before
+    }, sorted(before)
+    assert _inconsistencies(served, tmp_path) == []
+
+    backfill = _launch_backfill(base, "cancelled from the UI")
+    journey.goto(f"/runs/b/{backfill}")
+    expect(page.get_by_text(re.compile(r"^\d+% completed$")).first).to_be_visible()
+    run_id = _wait_for(
+        "a run of the backfill with a long step in progress",
+        lambda: _long_step_running(base, backfill),
+        RUN_MS / 1000,
+        log,
+    )
+    # The page open already: the click follows the step's start by a moment.
+    # The backfill's actions: the menu button at the right of its page's header.
+    journey.button("expand_more", exact=True).first.click()
+    page.get_by_role("menuitem", name="Cancel backfill").click()
+    dialog = page.get_by_role("dialog").filter(
+        has_text="In progress runs associated with this backfill will be canceled"
+    )
+    expect(dialog).to_be_visible()
+    journey.shot("cancel-dialog")
+    dialog.get_by_role("button", name="Cancel backfill").click()
+    cancel_clicked = time.monotonic()
+    expect(dialog).to_be_hidden()
+    status = page.get_by_text("Status", exact=True).locator("..")
+    expect(status).to_contain_text("Canceled", timeout=RUN_MS)
+    journey.shot("backfill-canceled")
+
+    assert _backfill_status(base, backfill) == "CANCELED"
+    runs = _backfill_runs(base, backfill)
+    assert {r["status"] for r in runs} <= TERMINAL, runs
+    # The cancel takes effect at the daemon's next backfill iteration (up to ~30 s later), so
+    # the run seen mid-transcript may have finished by then; the other video's had its
+    # transcript and embeddings still to do.
+    cancelled = [r for r in runs if r["status"] == "CANCELED"]
+    assert cancelled, f"no run of the backfill was cancelled (first seen: {run_id}): {runs}"
+    interrupted, retried = {}, []
+    for run in runs:
+        steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
+        assert "IN_PROGRESS" not in steps.values(), steps
+        events = graphql(base, _STEP_FAILURES, {"runId": run["runId"]})["logsForRun"]["events"]
+        for e in events:
+            if e["__typename"] == "ExecutionStepFailureEvent":
+                interrupted[(run["runId"], e["stepKey"])] = e["error"]
+            elif e["__typename"] == "ExecutionStepUpForRetryEvent":
+                retried.append((run["runId"], e["stepKey"]))
+    # A step running when the cancel came is interrupted; Dagster retries an interrupted step
+    # that has a retry policy, and the retry stops at once (stop_if_cancelled): no run goes
+    # on after an interrupt, and no step failed for another reason.
+    assert all(
+        r["status"] == "CANCELED" for r in runs if any(k[0] == r["runId"] for k in retried)
+    ), (retried, runs)
+    assert all(
+        e["className"] == "DagsterExecutionInterruptedError"
+        or "the run was cancelled" in e["message"]
+        for e in interrupted.values()
+    ), interrupted
+    (ARTIFACTS / "e-cancelled-runs.json").write_text(
+        json.dumps(
+            {
+                "first_seen_mid_transcript": run_id,
+                "runs": {r["runId"]: r["status"] for r in runs},
+                "failed_steps": {f"{k[0]}: {k[1]}": e["className"] for k, e in interrupted.items()},
+                "retried_steps": [f"{r}: {k}" for r, k in retried],
+                "cancel_to_canceled_s": round(time.monotonic() - cancel_clicked, 1),
+            },
+            indent=2,
+        )
+    )
+    # The season's shard was never requested: no run of the backfill selected it.
+    assert all(
+        r["tags"] and {"key": "dagster/partition", "value": CANCELLED_SEASON} not in r["tags"]
+        for r in runs
+    ), runs
+
+    _wait_for("no run in flight", lambda: not _runs(base, statuses=IN_FLIGHT), RUN_MS / 1000, log)
+    assert _inconsistencies(served, tmp_path) == []
+
+    # The same backfill again completes, and what it stores is what was stored before the
+    # cancelled one began, byte for byte; the catalog records the same versions.
+    again = _launch_backfill(base, "the cancelled backfill, again")
+    _wait_for(
+        "the backfill again to complete",
+        lambda: (
+            _backfill_status(base, again) in ("COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED")
+        ),
+        2 * RUN_MS / 1000,
+        log,
+    )
+    assert _backfill_status(base, again) == "COMPLETED_SUCCESS", _backfill_runs(base, again)
+    journey.goto(f"/runs/b/{again}")
+    expect(page.get_by_text("100% completed").first).to_be_visible()
+    journey.shot("backfill-again")
+    _wait_for("no run in flight", lambda: not _runs(base, statuses=IN_FLIGHT), RUN_MS / 1000, log)
+    assert _inconsistencies(served, tmp_path) == []
+    after = _stored(served.home)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"differs from the uninterrupted build: {changed}"
+    assert _recorded(served.home) == recorded
 
 
 def test_the_dev_server_stops_on_sigint_even_when_started_in_the_background(
