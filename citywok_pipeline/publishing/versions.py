@@ -512,10 +512,13 @@ def prune_versions(
     blob no kept manifest references.
 
     The versions counted are those that were made latest: ``latest.json``'s and the chain of
-    their ``previous``. A manifest off that chain was left by a publish that was killed or
-    lost a race before it could move ``latest.json``: it is kept while younger than
-    ``grace_s`` (its publisher may be about to move it), deleted after. So are the temp
-    files and unfinished uploads killed publishers left (:meth:`BlobStore.remove_leftovers`).
+    their ``previous``. A manifest off that chain newer than the latest is a publish that may
+    be about to move ``latest.json`` onto it, and is kept however old (with ``--grace 0`` too:
+    ``make faults`` caught a prune deleting such a manifest just before it became the latest).
+    One older than the latest was left by a publish that was killed or lost a race before it
+    could move ``latest.json``: it is kept while younger than ``grace_s``, deleted after. So
+    are the temp files and unfinished uploads killed publishers left
+    (:meth:`BlobStore.remove_leftovers`).
 
     A blob younger than ``grace_s`` is left alone: a publisher may be uploading it for a
     manifest it has not written yet. Manifests are deleted before blobs, so a crash half-way
@@ -615,8 +618,14 @@ def _prune(bucket: BlobStore, keep: int, grace_s: float, now: float | None) -> P
             break
         chain.append(v)
         v = manifests[v].previous
+    # A manifest newer than latest's may be a publish about to move latest.json onto it (its
+    # version is stamped after it read latest, so one that can still win is newer than the
+    # latest it will replace): kept, whatever its age. One of a killed publish is deleted once
+    # a newer version is the latest and it is older than the grace period.
+    newest = latest.version if latest else None
+    pending = [v for v in versions if v not in manifests and (newest is None or v > newest)]
     young_orphans = [v for v in versions if v not in manifests and now - written[v] < grace_s]
-    kept = sorted({*chain[:keep], *young_orphans})
+    kept = sorted({*chain[:keep], *young_orphans, *pending})
     referenced: set[str] = set()
     for v in kept:
         manifest = manifests.get(v) or read_manifest(bucket, v)

@@ -55,6 +55,8 @@ def damaged(draw: st.DrawFn) -> tuple[bytes, str]:
     ext = draw(st.sampled_from(sorted(SEED_FILES)))
     data = bytearray(SEED_FILES[ext])
     for _ in range(draw(st.integers(1, 8))):
+        if not data:  # cut off whole: nothing left to damage
+            break
         op = draw(st.sampled_from(["flip", "cut", "insert", "truncate"]))
         at = draw(st.integers(0, max(0, len(data) - 1)))
         if op == "flip":

@@ -271,6 +271,7 @@ class _PruneUnder(LocalBlobStore):
         super().__init__(root)
         self.before_manifest_put: Any = None  # called as a manifest is about to be written
         self.before_manifest_delete: Any = None
+        self.before_latest_moves: Any = None
 
     def put_new(self, key: str, source: Any) -> bool:
         if key.startswith("versions/") and self.before_manifest_put:
@@ -283,6 +284,12 @@ class _PruneUnder(LocalBlobStore):
             hook, self.before_manifest_delete = self.before_manifest_delete, None
             hook()
         super().delete(key)
+
+    def replace(self, key: str, data: bytes, *, if_match: str | None) -> str:
+        if key == "latest.json" and self.before_latest_moves:
+            hook, self.before_latest_moves = self.before_latest_moves, None
+            hook()
+        return super().replace(key, data, if_match=if_match)
 
 
 def test_a_reused_blob_pruned_during_a_publish_is_put_back_before_latest_moves(
@@ -301,6 +308,28 @@ def test_a_reused_blob_pruned_during_a_publish_is_put_back_before_latest_moves(
     assert read_latest(bucket).version == second.version  # type: ignore[union-attr]
     pulled = pull_version(bucket, tmp_path / "pulled")
     assert pulled.version == second.version
+
+
+def test_a_prune_just_before_a_publish_moves_latest_keeps_that_publishs_manifest(
+    snapshot_dir: Path, tmp_path: Path
+) -> None:
+    """The race `make faults` found: with no grace, a prune that runs after a publish wrote its
+    manifest and before it moved latest.json took the manifest for a dead publish's and deleted
+    it, and latest.json then named a version that was gone."""
+    bucket = _PruneUnder(tmp_path / "bucket")
+    first = publish_snapshot(snapshot_dir, bucket).version
+    build_season(snapshot_dir, "beta-s01", (3, 33))
+    pruned: list[Any] = []
+    bucket.before_latest_moves = lambda: pruned.append(prune_versions(bucket, keep=1, grace_s=0))
+    second = publish_snapshot(snapshot_dir, bucket).version
+
+    [during] = pruned
+    assert second in during.kept and during.deleted_versions == ()
+    assert read_latest(bucket).version == second  # type: ignore[union-attr]
+    assert all(bucket.exists(s.key) for s in read_manifest(bucket, second).shards)
+    assert pull_version(bucket, tmp_path / "pulled").version == second
+    # Once it is the latest, the one before goes as usual.
+    assert prune_versions(bucket, keep=1, grace_s=0).deleted_versions == (first,)
 
 
 def test_a_version_published_during_a_prune_keeps_the_blobs_it_reuses(
