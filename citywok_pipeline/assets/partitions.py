@@ -35,7 +35,7 @@ _CANCELLED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 def stop_if_cancelled(context: dg.AssetExecutionContext) -> None:
     """Fail the step, without retries, when its run is being cancelled (the run then ends
     CANCELED: Dagster reports a run that fails while CANCELING as cancelled)."""
-    run = context.instance.get_run_by_id(context.run_id)
+    run = context.instance.get_run_by_id(context.run.run_id)
     if run is not None and run.status in _CANCELLED:
         raise dg.Failure(
             description=f"the run was cancelled: {context.op_def.name} not started again",
