@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -159,6 +160,53 @@ def stop_process_group(proc: subprocess.Popen[Any], timeout_s: float = 20.0) -> 
     with contextlib.suppress(ProcessLookupError):  # the whole group has exited
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+# ----------------------------------------------------------------------------------------------
+# `citywok serve`: a real server process on a free port.
+
+CITYWOK = Path(sys.executable).parent / "citywok"
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, timeout: float = 30) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def launch_server(
+    source: Path | str, *args: str, log: Path, env: dict[str, str] | None = None
+) -> Server:
+    """``citywok serve SOURCE ARGS...`` in its own session, returned once /healthz answers
+    (90 s at most); the caller stops it with :func:`stop_process_group`."""
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(CITYWOK), "serve", str(source), "--port", str(port), *args],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"citywok serve exited {proc.returncode}: {server.log_text()}")
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process_group(proc)
+            raise TimeoutError(f"citywok serve did not answer in 90 s: {server.log_text()}")
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from citywok_pipeline.cli import main
+from tests.conftest import CITYWOK
 
 REPO = Path(__file__).resolve().parents[1]
-CITYWOK = Path(sys.executable).parent / "citywok"
 COMMANDS = sorted(main.commands)
 
 

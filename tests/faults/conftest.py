@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,10 +31,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.conftest import CITYWOK
+
 LONG = os.environ.get("CITYWOK_FAULTS", "") == "long"
 # A shorter long run (`python -m benchmarks.faults --scale 0.5`): each long count scaled.
 SCALE = float(os.environ.get("CITYWOK_FAULTS_SCALE") or 1.0)
-CITYWOK = Path(sys.executable).parent / "citywok"
 
 
 def trials(*, ci: int, long: int) -> int:

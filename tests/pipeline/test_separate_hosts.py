@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,13 +44,11 @@ from citywok_pipeline.resources import (
 )
 from citywok_pipeline.resources.embedder import EmbedderResource
 from citywok_pipeline.resources.publishing import PublishedVersionsResource
-from tests.conftest import S3Server, free_port
+from tests.conftest import CITYWOK, S3Server, free_port
 
 from .conftest import PG_HOST, PG_PORT, PG_USER, sqlite_instance
 
 pytestmark = pytest.mark.slow
-
-CITYWOK = Path(sys.executable).parent / "citywok"
 
 
 def pg_url(database: str) -> str:

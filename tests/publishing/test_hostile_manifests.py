@@ -8,7 +8,6 @@ import copy
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,9 @@ from citywok_pipeline.publishing import (
     pull_version,
 )
 from citywok_pipeline.publishing.versions import read_latest
-from tests.conftest import free_port, stop_process_group
+from tests.conftest import CITYWOK, free_port, stop_process_group
 
 FORGED = "v20991231T235959000000Z-deadbeef"
-CITYWOK = Path(sys.executable).parent / "citywok"
 
 
 def forge(bucket: LocalBlobStore, manifest: dict[str, Any], *, version: str = FORGED,

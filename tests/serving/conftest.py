@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from citywok_pipeline.blobstore import LocalBlobStore
 from citywok_pipeline.fingerprint import DEFAULT_PARAMS
 from citywok_pipeline.publishing import publish_snapshot, pull_version
-from tests.conftest import free_port, stop_process_group
+from tests.conftest import Server, launch_server, stop_process_group
 from tests.publishing.conftest import build_season
 
-CITYWOK = Path(sys.executable).parent / "citywok"
 SR = DEFAULT_PARAMS.sample_rate
 
 
@@ -65,16 +60,6 @@ def make_library(root: Path) -> Library:
     return Library(root, snapshot, bucket, root / "served", audio, version)
 
 
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def client(self, timeout: float = 30) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
-
-
 ServerFactory = Callable[..., Server]
 
 
@@ -84,26 +69,10 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFac
     started: list[Server] = []
 
     def start(source: str, *args: str, env: dict[str, str] | None = None) -> Server:
-        port = free_port()
         log = tmp_path_factory.mktemp("serve") / "serve.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [str(CITYWOK), "serve", source, "--port", str(port), *args],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, **(env or {})},
-            )  # fmt: skip
-        server = Server(f"http://127.0.0.1:{port}", proc, log)
+        server = launch_server(source, *args, log=log, env=env)
         started.append(server)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"citywok serve exited {proc.returncode}: {log.read_text()}")
-            try:
-                if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise TimeoutError(f"citywok serve did not answer in 60 s: {log.read_text()}")
+        return server
 
     yield start
     for server in started:

@@ -16,8 +16,9 @@ from citywok_pipeline.fingerprint import DEFAULT_PARAMS, Episode
 from citywok_pipeline.publishing import pull_version
 from citywok_pipeline.serving import hash_api_key
 from citywok_pipeline.snapshot import shard_path, write_shard
+from tests.conftest import CITYWOK
 
-from .conftest import CITYWOK, Library, Server, ServerFactory
+from .conftest import Library, Server, ServerFactory
 
 KEY = "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c"
 

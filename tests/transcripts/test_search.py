@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,7 @@ from citywok_pipeline.transcripts.embeddings import (
     unpack_embeddings,
 )
 from citywok_pipeline.transcripts.search import SegmentSearcher, search_snapshot
-
-CITYWOK = Path(sys.executable).parent / "citywok"
+from tests.conftest import CITYWOK
 
 # Two seasons of two episodes; each line is (start, text). The distinctive phrase is in
 # harbour-lights-s01e02 at 21.5 s.
