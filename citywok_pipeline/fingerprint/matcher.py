@@ -89,9 +89,15 @@ them).
 5. Shared audio: an instant of the clip that lines up in several candidate episodes (an
    intro, a theme) is split between them (weight ``1/n``), and candidates are ranked by
    that weighted evidence. Episodes that score close to the best one on the same instants
-   are its peers; unless the best one also has substantial evidence of its own (the clip
-   runs past the intro into one episode), the clip is shared audio and the best episode and
-   its peers are returned with ``ambiguous=True``.
+   are its peers; unless the best one also has substantial evidence of its own, away from
+   every instant its peers line up on (the clip runs past the intro into one episode), the
+   clip is shared audio and the best episode and its peers are returned with
+   ``ambiguous=True``. The same intro encoded differently in each episode (opus in one,
+   flac in another) scores lower in the episodes the clip was not cut from, and lower still
+   in a pass of few hashes: another episode with a quarter of the best one's evidence after
+   the quick pass is checked by the whole fingerprint, and one still short of a peer after
+   that by the dense one; the answer is read from the pass at the unit change with the most
+   hashes among the strongest.
 """
 
 from __future__ import annotations
@@ -198,7 +204,13 @@ class MatchParams:
     clump: float = 1.71
     calibration_slope: float = 0.63
     ambiguity_ratio: float = 0.5
+    # After the quick pass, another episode with at least this share of the best one's
+    # evidence (and min_score) is checked with the whole fingerprint: the same intro encoded
+    # differently (opus beside flac) scores 30-45% of the clip's own file in the quick pass's
+    # few hashes and 55-65% in the whole one's.
+    peer_check_ratio: float = 0.25
     own_evidence: float = 0.3
+    own_gap_s: float = 1.0
     max_candidates: int = 16
     # At most this many hits per query hash are scored; past it the commonest keys are left
     # out. Bounds the work on a large library (posting lists grow with it) and leaves a small
@@ -517,22 +529,32 @@ class _Clip:
             if best.score < max(2 * mp.min_score, step.min_score) or p < mp.early_exit_confidence:
                 verdicts.append(Verdict.SHORT)
                 continue
-            close = [c for c in result.candidates[1:] if c.score >= mp.ambiguity_ratio * best.score]
+            ratio = mp.peer_check_ratio if step.name == "quick" else mp.ambiguity_ratio
+            need = max(mp.min_score, ratio * best.score)
+            close = [c for c in result.candidates[1:] if c.score >= need]
             verdicts.append(Verdict.SHARED if close else Verdict.SETTLED)
         return verdicts
+
+    def undecided(self) -> bool:
+        """Whether the last pass has an episode scoring between ``peer_check_ratio`` and
+        ``ambiguity_ratio`` of its best one: maybe a peer, maybe not."""
+        mp, result = self.match_params, self.results[-1]
+        low = max(mp.min_score, mp.peer_check_ratio * result.score)
+        return any(low <= c.score < mp.ambiguity_ratio * result.score for c in result.candidates)
 
     def answer(self, among: list[PassResult] | None = None, *, floor: int = 0) -> MatchResult:
         """The strongest pass's candidates (of ``among``, by default every pass run), their
         confidence (counting every pass tried), and which of them are the answer: none
         scoring under ``floor`` (or their pass's ``min_score``)."""
         mp = self.match_params
-        chosen = max(self.results if among is None else among, key=lambda r: r.score)
+        chosen = max(self.results if among is None else among, key=_strength)
         for c in chosen.candidates:
             c.confidence = _confidence(c.score, chosen.n_hits, self.frames, mp, self.results)
-        matches, ambiguous = _decide(
-            chosen.candidates, chosen.times, mp, chosen.step.min_score, floor=floor
-        )
         fs, step = self.index.params.frame_seconds, chosen.step
+        matches, ambiguous = _decide(
+            chosen.candidates, chosen.times, mp, chosen.step.min_score,
+            gap_frames=mp.own_gap_s / fs, floor=floor,
+        )  # fmt: skip
         return MatchResult(
             matches=tuple(
                 Match(
@@ -554,8 +576,23 @@ class _Clip:
         )
 
 
+def _strength(result: PassResult) -> tuple[int, int]:
+    """How a pass ranks for the answer: its evidence, then, among the passes at the unit
+    change, the more hashes (the whole fingerprint over the quick pass's few: it sees more of
+    each peer of a shared intro). Among passes of the search, the first of equals."""
+    step = result.step
+    unit = step.speed == 1.0 and step.pitch == 0.0 and step.tempo == 1.0
+    return result.score, result.n_hashes if unit else 0
+
+
 def _decide(
-    cands: list[_Candidate], times: np.ndarray, mp: MatchParams, min_score: int, *, floor: int = 0
+    cands: list[_Candidate],
+    times: np.ndarray,
+    mp: MatchParams,
+    min_score: int,
+    *,
+    gap_frames: float,
+    floor: int = 0,
 ) -> tuple[list[_Candidate], bool]:
     need = max(min_score, floor)
     sig = [c for c in cands if c.score >= need and c.confidence >= mp.min_confidence]
@@ -581,9 +618,20 @@ def _decide(
     ]
     if not peers:
         return [best], False
-    # Shared audio unless the best episode has substantial evidence of its own.
-    own = best_events.difference(*(events[i] for i in peers))
-    if len(own) >= max(min_score, mp.own_evidence * len(best_events)):
+    # Shared audio unless the best episode has substantial evidence of its own: instants
+    # more than own_gap_s from any its peers line up on (the clip runs on past the intro
+    # into one episode). Instants among the peers' are the same audio encoded differently:
+    # a clip cut from the opus file of an intro matches that file on a third more instants
+    # than the flac and mp3 files of the same intro, spread all through it.
+    shared = np.fromiter(set().union(*(events[i] for i in peers)), np.int64)
+    shared.sort()
+    own = np.fromiter(best_events.difference(shared.tolist()), np.int64)
+    at = np.searchsorted(shared, own)
+    gap = np.minimum(
+        np.abs(own - shared[np.maximum(at - 1, 0)]),
+        np.abs(shared[np.minimum(at, shared.size - 1)] - own),
+    )
+    if np.count_nonzero(gap > gap_frames) >= max(min_score, mp.own_evidence * len(best_events)):
         return [best], False
     return [best, *sorted((sig[i] for i in peers), key=lambda c: -c.score)], True
 
@@ -659,8 +707,12 @@ def match_samples(
     # episode it is in) or some evidence short of conclusive (twice the hashes usually settle
     # it, for a fraction of the dense pass's cost).
     asks_whole = "whole" in cascade and verdict in (Verdict.SHARED, Verdict.SHORT)
-    if asks_whole and clip.run(cascade["whole"]) in _CONCLUSIVE:
-        return clip.answer()
+    if asks_whole:
+        verdict = clip.run(cascade["whole"])
+        # An episode still between a peer and not (a differently encoded intro): the dense
+        # fingerprint decides it.
+        if verdict in _CONCLUSIVE and not clip.undecided():
+            return clip.answer()
     # Weak evidence: a denser fingerprint, then the search over changes of speed, pitch and
     # tempo until a pass is conclusive.
     if clip.run(cascade["dense"]) in _CONCLUSIVE:

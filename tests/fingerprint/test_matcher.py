@@ -2,6 +2,7 @@
 and which passes a clip goes through."""
 
 import dataclasses
+import subprocess
 
 import numpy as np
 import pytest
@@ -303,3 +304,75 @@ def test_passes_run_together_score_as_they_do_one_at_a_time(show) -> None:
         for a, b in zip(got.candidates, alone.candidates, strict=True):
             np.testing.assert_array_equal(a.hits, b.hits)
     assert max(r.score for r in together) > 0
+
+
+def _opus(x: np.ndarray, rate: int) -> np.ndarray:
+    """``x`` encoded by ffmpeg's libopus at 48 kb/s and decoded again, as the generated
+    library writes some of its episodes."""
+    raw = ["-f", "f32le", "-ac", "1", "-ar", str(rate)]
+    encoded = subprocess.run(
+        ["ffmpeg", "-loglevel", "error", *raw, "-i", "-", "-c:a", "libopus", "-b:a", "48k",
+         "-f", "ogg", "-"],
+        input=x.astype("<f4").tobytes(), capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    decoded = subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-i", "-", *raw, "-"],
+        input=encoded, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    return np.frombuffer(decoded, "<f4")[: x.size].copy()
+
+
+THEME_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def show_encoded_apart() -> tuple[MemoryIndex, list[np.ndarray]]:
+    """Three episodes of a show with the same 10 s theme first, the third as its opus file
+    decodes (the theme and seed of the show whose intro clips were answered with one episode
+    before the peers' check: 32 of 78 clips here)."""
+    src = [
+        render_episode_samples(
+            show_index=1,
+            season=1,
+            episode=e,
+            duration_s=30.0,
+            intro_s=THEME_S,
+            seed=7,
+            speech=False,
+        )
+        for e in (1, 2, 3)
+    ]
+    src[2] = _opus(src[2], SAMPLE_RATE)
+    rate = DEFAULT_PARAMS.sample_rate
+    audio = [resample_poly(x, rate, SAMPLE_RATE).astype(np.float32) for x in src]
+    episodes = [Episode(episode_id=f"e{e}", season="s01", duration_s=30.0) for e in (1, 2, 3)]
+    hashes = [fingerprint(x, params=DEFAULT_PARAMS) for x in audio]
+    return MemoryIndex(DEFAULT_PARAMS, episodes, hashes), audio
+
+
+@pytest.mark.parametrize("cut_from", [0, 2])
+def test_a_shared_theme_encoded_differently_in_one_episode_is_ambiguous_naming_every_one(
+    show_encoded_apart, cut_from: int
+) -> None:
+    """A clip cut from one episode's file lines up with that file on more instants than with
+    another encode of the same theme, all through the clip: still shared audio."""
+    index, audio = show_encoded_apart
+    rate = DEFAULT_PARAMS.sample_rate
+    answers = {}
+    for start_s in np.arange(0.0, THEME_S - 3.0 + 0.01, 0.5):
+        result = match_samples(
+            audio[cut_from][int(start_s * rate) : int((start_s + 3) * rate)], index
+        )
+        answers[float(start_s)] = (result.ambiguous, sorted(m.episode_id for m in result.matches))
+    assert all(a == (True, ["e1", "e2", "e3"]) for a in answers.values()), answers
+
+
+def test_a_clip_running_past_a_differently_encoded_theme_names_its_episode(
+    show_encoded_apart,
+) -> None:
+    index, audio = show_encoded_apart
+    rate = DEFAULT_PARAMS.sample_rate
+    clip = audio[2][int((THEME_S - 1) * rate) : int((THEME_S + 4) * rate)]
+    result = match_samples(clip, index)
+    assert not result.ambiguous, result
+    assert [m.episode_id for m in result.matches] == ["e3"]
