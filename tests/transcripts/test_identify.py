@@ -67,8 +67,8 @@ def dubbed(episode: int) -> np.ndarray:
 
 
 # Where a dubbed 10 s window starts, in both episodes. What is said varies from window to window
-# (the benchmark's 93% top-1 at 10 s is over many): the tests ask for most of them, found at
-# their second, and never a wrong episode or second. One window would hang on the model's
+# (the benchmark's 83% top-1 for dubbed 10 s clips is over many): the tests ask for most of
+# them, found at their second, and never a wrong episode or second. One window would hang on the model's
 # output, which differs between CPUs (CTranslate2's int8 kernels by instruction set).
 WINDOWS_S = (4.0, 8.0, 12.0, 16.0, 20.0)
 
