@@ -51,7 +51,7 @@ dev: setup
 test: setup
 	@command -v espeak-ng >/dev/null 2>&1 || $(MAKE) --no-print-directory system-deps
 	@command -v chromium >/dev/null 2>&1 || $(MAKE) --no-print-directory browser-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check citywok_pipeline tests benchmarks
