@@ -65,6 +65,7 @@ def hash_peaks(
     fanout: int | None = None,
     time_factor: float = 1.0,
     freq_factor: float = 1.0,
+    spread: bool = False,
 ) -> Hashes:
     """Pair each anchor peak with the next ``fanout`` peaks in its target zone and hash them.
 
@@ -82,6 +83,11 @@ def hash_peaks(
         pitch-shifted up a semitone at the same tempo with ``freq_factor=2 ** (1 / 12)``;
         audio time-stretched to play 1.25 times faster at the same pitch with
         ``time_factor=1.25``.
+    spread : bool
+        Also hash each pair with each frequency rounded to its other neighbouring bin (the
+        bin on the far side of the peak's sub-bin position): four keys per pair. A query-side
+        tolerance of half a bin: a room's early reflections move spectral peaks by a
+        fraction of a bin, and a peak near a bin's edge then rounds the other way.
 
     Returns
     -------
@@ -95,9 +101,10 @@ def hash_peaks(
     t = peaks["t"].astype(np.float64) * time_factor
     # Peaks are in band bins; a frequency factor scales the absolute frequency.
     lo = params.bin_range[0]
-    f = np.rint((peaks["f"].astype(np.float64) + lo) / freq_factor - lo)
+    exact = (peaks["f"].astype(np.float64) + lo) / freq_factor - lo
+    f = np.rint(exact)
     order = np.argsort(t, kind="stable")
-    t, f = t[order], f[order]
+    t, f, exact = t[order], f[order], exact[order]
     # Candidate targets: the next `width` peaks in time; enough to fill the fan-out after
     # the zone filter drops the ones too far away in frequency.
     width = min(n - 1, 8 * fanout)
@@ -111,5 +118,15 @@ def hash_peaks(
     ok &= np.cumsum(ok, axis=1) <= fanout
     anchor, col = np.nonzero(ok)
     target = j[anchor, col]
-    keys = pack(f[anchor], f[target], dt[anchor, col])
-    return Hashes(keys, t[anchor].astype(np.float32))
+    if not spread:
+        return Hashes(pack(f[anchor], f[target], dt[anchor, col]), t[anchor].astype(np.float32))
+    other = np.where(exact >= f, f + 1, f - 1)
+    keys, times = [], []
+    for f1 in (f[anchor], other[anchor]):
+        for f2 in (f[target], other[target]):
+            ok = (f1 >= 0) & (f1 < 256) & (f2 >= 0) & (f2 < 256)
+            keys.append(pack(f1[ok], f2[ok], dt[anchor, col][ok]))
+            times.append(t[anchor][ok])
+    at = np.concatenate(times)
+    by_time = np.argsort(at, kind="stable")
+    return Hashes(np.concatenate(keys)[by_time], at[by_time].astype(np.float32))

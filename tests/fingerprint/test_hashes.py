@@ -122,3 +122,21 @@ def test_speed_rescaling_recovers_the_original_hashes():
     shared = lambda h: len(set(h.keys.tolist()) & set(original.keys.tolist()))  # noqa: E731
     assert shared(undone) >= 0.9 * len(original)
     assert shared(plain) < 0.5 * len(original)
+
+
+def test_spread_hashes_hold_the_plain_ones_and_find_a_peak_that_crossed_a_bin_edge():
+    rng = np.random.default_rng(1)
+    peaks = np.zeros(60, PEAK_DTYPE)
+    peaks["t"] = np.sort(rng.uniform(0, 300, 60))
+    # Near the edges between bins: a shift of a fifth of a bin rounds every peak the other way.
+    peaks["f"] = rng.integers(10, 200, 60) + rng.choice([0.4, -0.4], 60)
+    plain = hash_peaks(peaks, params=DEFAULT_PARAMS)
+    spread = hash_peaks(peaks, params=DEFAULT_PARAMS, spread=True)
+    assert len(spread) == 4 * len(plain)
+    assert set(plain.keys.tolist()) <= set(spread.keys.tolist())
+    assert np.all(np.diff(spread.times) >= 0)
+    moved = peaks.copy()
+    moved["f"] += np.where(peaks["f"] % 1 < 0.5, 0.2, -0.2)  # towards the nearer edge
+    crossed = hash_peaks(moved, params=DEFAULT_PARAMS)
+    assert not set(crossed.keys.tolist()) & set(plain.keys.tolist())
+    assert set(crossed.keys.tolist()) <= set(spread.keys.tolist())

@@ -274,7 +274,7 @@ def test_a_clip_sped_up_past_the_searched_range_is_not_in_the_library(show) -> N
 
 def test_the_search_over_changes_is_ordered_by_how_common_a_change_is() -> None:
     labels = [p.label for p in passes(DEFAULT_PARAMS).values()]
-    assert labels[:3] == ["quick", "whole", "dense"]
+    assert labels[:4] == ["quick", "whole", "dense", "spread"]
     # PAL's speed-up of film and a player's 1.25x before the small pitch shifts.
     assert labels.index("speed x1.042") < labels.index("tempo x1.25") < labels.index("pitch +1")
     assert labels.index("speed x0.96") < labels.index("tempo x0.8")
