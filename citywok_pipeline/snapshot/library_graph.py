@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xxhash
 
-from .segments import ANN_PARAMS, AnnParams, ann_vectors, view_ann
+from .segments import AnnParams, ann_vectors, view_ann
 
 if TYPE_CHECKING:
     from usearch.index import Index
@@ -47,10 +47,15 @@ LIBRARY_GRAPH_VERSION = 1
 # Below this many segments the shards' own graphs answer in about a millisecond: a library
 # graph would cost a rebuild of every segment's node at each index run for little.
 MIN_SEGMENTS = 100_000
-# Candidates the library graph keeps while it searches (HNSW's ef), measured on the
-# simulated million segments of benchmarks/search_snapshot.py: recall@10 0.96 at 1024 (4.3 ms
-# of CPU), 0.92 at 512 (3.0 ms), 0.77 at 128.
-LIBRARY_EF = 1024
+# How the library graph is built and searched, measured on the simulated million segments in
+# 100 shards of benchmarks/search_snapshot.py (benchmarks/RESULTS.md, 2 cores, quiet): with
+# M 32, recall@10 0.959 at ef 256 in 2.3 ms p50 (5.1 ms p95), 0.975 at 384 (3.0 ms), 0.900 at
+# 128. With M 16 (the shards' M) the graph needed ef 1024 for 0.96 (4.3 ms of CPU): a graph this
+# size on clustered vectors needs more links per node. The time is the graph's own search (93%
+# at ef 1024); scoring its 20 candidates exactly from the shards and the merge take 0.5 ms.
+# M 32 costs a fifth more build CPU (1,060 s for the million on 2 threads) and 660 bytes a
+# segment instead of 530.
+LIBRARY_PARAMS = AnnParams(connectivity=32, expansion_add=128, expansion_search=256)
 _ROW_BITS = 32
 _BLOCK = 65_536
 
@@ -83,20 +88,21 @@ def remove_library_graph(snapshot_dir: str | os.PathLike[str]) -> None:
             (Path(snapshot_dir) / name).unlink()
 
 
-def library_graph_current(snapshot: Snapshot) -> bool:
-    """Whether the directory's library graph names exactly the snapshot's eligible shards."""
+def library_graph_current(snapshot: Snapshot, *, params: AnnParams = LIBRARY_PARAMS) -> bool:
+    """Whether the directory's library graph names exactly the snapshot's eligible shards and
+    was built with ``params`` (a graph of older parameters still answers, but is rebuilt)."""
     described = _read_index(snapshot.path)
     if described is None:
         return False
     want = [(s.path.name, s.n_segments, _vectors_checksum(s)) for s in _eligible(snapshot)]
     have = [(d["file"], int(d["n"]), d["vectors"]) for d in described.get("shards", [])]
-    return want == have
+    return want == have and described.get("ann") == params.to_dict()
 
 
 def build_library_graph(
     snapshot: Snapshot,
     *,
-    params: AnnParams = ANN_PARAMS,
+    params: AnnParams = LIBRARY_PARAMS,
     threads: int | None = None,
     min_segments: int = MIN_SEGMENTS,
 ) -> dict[str, Any] | None:
@@ -190,7 +196,7 @@ class LibraryGraph:
     index: Index
     parts: np.ndarray
     n: int
-    expansion_search: int = LIBRARY_EF
+    expansion_search: int = LIBRARY_PARAMS.expansion_search
     _buffer: Any = None
 
     def search(self, q_graph: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -277,6 +283,6 @@ def verify_library_graph(snapshot: Snapshot) -> list[str]:
     if not library_graph_current(snapshot):
         return [
             f"{snapshot.path}: the library graph ({INDEX_FILE}) does not cover every shard with "
-            "segments; `citywok index` rebuilds it"
+            "segments, or was built with other parameters; `citywok index` rebuilds it"
         ]
     return []

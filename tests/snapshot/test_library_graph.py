@@ -13,10 +13,12 @@ from citywok_pipeline.snapshot import Snapshot
 from citywok_pipeline.snapshot.library_graph import (
     GRAPH_FILE,
     INDEX_FILE,
+    LIBRARY_PARAMS,
     build_library_graph,
     library_graph_current,
     verify_library_graph,
 )
+from citywok_pipeline.snapshot.segments import AnnParams
 from citywok_pipeline.transcripts.search import SegmentSearcher
 from tests.snapshot.test_segments import DIM, clustered, exact_top, unit, write
 
@@ -94,6 +96,23 @@ def test_a_changed_shard_makes_the_library_graph_stale_and_search_goes_on_per_sh
         searcher = SegmentSearcher(snap)
         assert searcher.library is not None and searcher.notes == []
         assert ("show-s02", 17) in found_ids(searcher, searcher.search_vector(q, limit=10))
+
+
+def test_a_library_graph_of_older_parameters_still_answers_but_is_due_for_a_rebuild(
+    library: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    path, vectors = library
+    older = AnnParams(connectivity=16, expansion_add=64)
+    assert older.to_dict() != LIBRARY_PARAMS.to_dict()
+    with Snapshot.open(path) as snap:
+        assert build_library_graph(snap, params=older, min_segments=1, threads=1) is not None
+        assert not library_graph_current(snap)
+        assert library_graph_current(snap, params=older)
+        assert any("other parameters" in p for p in verify_library_graph(snap))
+        searcher = SegmentSearcher(snap)
+        assert searcher.library is not None and searcher.notes == []
+        found = searcher.search_vector(vectors["show-s03"][9], limit=10)
+        assert ("show-s03", 9) in found_ids(searcher, found)
 
 
 def test_a_damaged_library_graph_is_refused_by_its_checksum_not_read(
