@@ -521,8 +521,8 @@ def index_library(
 
 def _refresh_library_graph(out: Path) -> int:
     """Rebuild the snapshot's library graph (snapshot/library_graph.py) unless it still fits
-    the shards and was built with the current parameters; remove it when the library is too small for one. Its segment count when it
-    was rebuilt, else 0."""
+    the shards and was built with the current parameters; remove it when the library is too
+    small for one. Its segment count when it was rebuilt, else 0."""
     from .snapshot.library_graph import (
         build_library_graph,
         library_graph_current,
