@@ -620,9 +620,7 @@ def _strength(result: PassResult) -> tuple[int, int]:
     """How a pass ranks for the answer: its evidence, then, among the passes at the unit
     change, the more hashes (the whole fingerprint over the quick pass's few: it sees more of
     each peer of a shared intro). Among passes of the search, the first of equals."""
-    step = result.step
-    unit = step.speed == 1.0 and step.pitch == 0.0 and step.tempo == 1.0
-    return result.score, result.n_hashes if unit else 0
+    return result.score, result.n_hashes if result.step.name not in _CHANGES else 0
 
 
 def _decide(
