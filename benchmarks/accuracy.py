@@ -617,9 +617,9 @@ def measure(
     ref = previous or default_previous()
     checkouts = []
     try:
-        prev_root, prev_commit = previous_checkout(ref, _checkout_dir("previous", checkouts))
+        prev_root, prev_commit = previous_checkout(ref, checkout_dir("previous", checkouts))
         if new:
-            new_root, new_commit = previous_checkout(new, _checkout_dir("new", checkouts))
+            new_root, new_commit = previous_checkout(new, checkout_dir("new", checkouts))
             dirty = False
         else:
             new_root, new_commit = REPO, _git("rev-parse", "HEAD")
@@ -701,7 +701,10 @@ def measure(
             subprocess.run(["git", "worktree", "remove", "--force", str(d)], cwd=REPO, check=False)
 
 
-def _checkout_dir(name: str, made: list[Path]) -> Path:
+def checkout_dir(name: str, made: list[Path]) -> Path:
+    """A new path under benchmarks/.data for a temporary ``git worktree`` (added to ``made``,
+    which the caller removes)."""
+    DATA.mkdir(parents=True, exist_ok=True)
     d = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=DATA))
     d.rmdir()  # git worktree add makes it
     made.append(d)

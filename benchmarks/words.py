@@ -19,12 +19,16 @@ after the intro:
 Unseen clips come in two draws: ``calibration`` (seed 1, 120 clips per length), on which the
 evidence threshold and the cost of each clip word were set (the highest evidence a
 calibration clip reached is reported beside it), and ``test`` (seed 2), on which the rejection
-rate is measured. The previous alignment (whole words, :data:`PREVIOUS`) is scored beside the
-current one from the same transcripts. A clip's answer counts as found when it
-names its episode with confidence >= 0.9 (the audio path's threshold) and as rejected when
-there is no answer.
+rate is measured. The previous alignment is scored beside the current one from the same
+transcripts and snapshot: ``--previous REF`` (default :data:`PREVIOUS_REF`, the commit before
+letters were aligned: whole words) is checked out into a temporary ``git worktree``
+(:func:`benchmarks.accuracy.previous_checkout`), and this file scores with that checkout's
+package, run as a script in a subprocess with ``PYTHONPATH`` there (``--score-only``). A
+clip's answer counts as found when it names its episode with confidence >= 0.9 (the audio
+path's threshold) and as rejected when there is no answer.
 
     nice -n 5 flock /tmp/citywok-bench.lock .venv/bin/python -m benchmarks.words [--clips 30]
+        [--previous REF]
 
 Transcripts are kept in ``--work`` (the corpus and snapshot too), so a second run only scores.
 Writes benchmarks/words.json and its section of benchmarks/RESULTS.md.
@@ -37,6 +41,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,9 +49,9 @@ from typing import Any
 
 import numpy as np
 
+# Run as a script (the previous side, ``--score-only``), this file imports only the package on
+# ``PYTHONPATH``: the benchmarks' own modules are imported in main().
 from citywok_pipeline.transcripts.identify import DEFAULT_WORDS_PARAMS, WordsParams
-
-from .report import machine, replace_section
 
 HERE = Path(__file__).parent
 START, END = "<!-- words:start -->", "<!-- words:end -->"
@@ -55,9 +60,10 @@ INDEXED = (1, 2, 3, 4)
 HELD_OUT = (5, 6)
 LENGTHS = (10.0, 5.0)
 MIXES = {"original": "media", "remix": "remix", "revoice": "revoice"}
-# The alignment before letters and the per-word cost (whole words, evidence 12.0 for an
-# answer, set on 40 calibration clips per length), scored beside the current one.
-PREVIOUS = WordsParams(letters=False, per_word=0.0, centre=8.7)
+# The commit before letters were aligned and each clip word charged (ac1dff4): whole words,
+# evidence 12.0 for an answer, set on 40 calibration clips per length. Its defaults are scored
+# beside the current ones.
+PREVIOUS_REF = "1c4c41e63f5f2f52e67f209dee90809124b3b6d5"
 
 
 def build_corpus(work: Path) -> Path:
@@ -129,11 +135,7 @@ def transcribe_all(work: Path, clips: list[dict[str, Any]]) -> dict[str, dict[st
     from citywok_pipeline.transcripts.transcriber import SAMPLE_RATE, load_transcriber
 
     cache_file = work / "clips.jsonl"
-    done: dict[str, dict[str, Any]] = {}
-    if cache_file.exists():
-        for line in cache_file.read_text().splitlines():
-            row = json.loads(line)
-            done[row["id"]] = row
+    done = read_transcripts(work)
     todo = [c for c in clips if c["id"] not in done]
     if not todo:
         return done
@@ -170,6 +172,17 @@ def transcribe_all(work: Path, clips: list[dict[str, Any]]) -> dict[str, dict[st
             cache.flush()
             if n % 20 == 0:
                 sys.stderr.write(f"transcribed {n}/{len(todo)} clips\n")
+    return done
+
+
+def read_transcripts(work: Path) -> dict[str, dict[str, Any]]:
+    """The clips transcribed so far (work/clips.jsonl), by id."""
+    cache_file = work / "clips.jsonl"
+    done: dict[str, dict[str, Any]] = {}
+    if cache_file.exists():
+        for line in cache_file.read_text().splitlines():
+            row = json.loads(line)
+            done[row["id"]] = row
     return done
 
 
@@ -238,29 +251,67 @@ def score(
     }
 
 
+def score_previous(work: Path, counts: dict[str, int], ref: str) -> dict[str, Any]:
+    """:func:`score` by the code of ``ref``, with its defaults, on the same transcripts and
+    snapshot: this file run as a script (``--score-only``) with ``PYTHONPATH`` at a temporary
+    ``git worktree`` of ``ref``, as :mod:`benchmarks.accuracy` runs its previous side."""
+    from .accuracy import Side, checkout_dir, previous_checkout
+
+    made: list[Path] = []
+    try:
+        root, commit = previous_checkout(ref, checkout_dir("words-previous", made))
+        out = work / "previous-score.json"
+        out.unlink(missing_ok=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--score-only", str(out),
+               "--work", str(work), *(f"--{k}={v}" for k, v in counts.items())]  # fmt: skip
+        subprocess.run(cmd, env=Side("previous", root, commit, work).env(), check=True)
+        result: dict[str, Any] = json.loads(out.read_text())
+        result["commit"] = commit
+        return result
+    finally:
+        for d in made:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(d)], cwd=HERE.parent, check=False
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--work", type=Path, default=Path("/tmp/citywok-bench-words"))
     parser.add_argument("--clips", type=int, default=30, help="clips per kind and length")
     parser.add_argument("--calibration", type=int, default=120, help="unseen clips per length")
     parser.add_argument("--test", type=int, default=100, help="unseen clips per length")
+    parser.add_argument(
+        "--previous", default=PREVIOUS_REF, metavar="REF",
+        help="the commit whose alignment is scored beside this checkout's [default: the one "
+        "before letters were aligned]",
+    )  # fmt: skip
+    parser.add_argument("--score-only", type=Path, metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    counts = {"clips": args.clips, "calibration": args.calibration, "test": args.test}
+    clips = plan(args.clips, args.calibration, args.test)
+    if args.score_only:
+        # The previous side: the transcripts are there; score them with this package's defaults.
+        scored = score(args.work, clips, read_transcripts(args.work), DEFAULT_WORDS_PARAMS)
+        args.score_only.write_text(json.dumps(scored) + "\n")
+        return 0
+    from .report import machine, replace_section
+
     load = os.getloadavg()[0]
     args.work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     build_corpus(args.work)
     corpus_s = time.perf_counter() - t
-    clips = plan(args.clips, args.calibration, args.test)
     done = transcribe_all(args.work, clips)
     result = {
         "machine": machine(),
         "load_average_1m": round(load, 2),
         "load_average_1m_end": round(os.getloadavg()[0], 2),
         "corpus_s": round(corpus_s, 1),
-        "args": {"clips": args.clips, "calibration": args.calibration, "test": args.test},
+        "args": counts,
         **score(args.work, clips, done, DEFAULT_WORDS_PARAMS),
-        "previous": score(args.work, clips, done, PREVIOUS),
+        "previous": score_previous(args.work, counts, args.previous),
         "per_word": DEFAULT_WORDS_PARAMS.per_word,
     }
     (HERE / "words.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -34,8 +34,8 @@ version whose music licences ran out, a dubbed or re-mixed upload) while their d
    at evidence 8.0, above the 7.5 the 240 calibration clips of unseen speech reached
    (``benchmarks/words.py``: clips of held-out episodes in the library's own vocabulary and
    sentence templates, and of speech in other words, 5 s and 10 s). Below it, no match.
-   ``WordsParams(letters=False, per_word=0.0, centre=8.7)`` is the previous whole-word
-   alignment, scored beside this one by the benchmark.
+   The benchmark scores the previous alignment (whole words) beside this one from a checkout
+   of the commit before it (``benchmarks/words.py --previous``).
 """
 
 from __future__ import annotations
@@ -89,14 +89,9 @@ class WordsParams:
         Segments each BM25 query brings in as candidates.
     context_s : float
         Seconds of the episode's segments laid out on each side of a candidate.
-    min_run : int
-        Consecutive matched words a run needs to count.
     surprisal : bool
-        Weigh a run's next words by how rare they are after the word before (else each by
-        how rare it is alone).
-    chain : bool
-        Weigh a run's first word, in the same line of the episode as the run before, by how
-        rare it is after that run's last word (when that is less than alone).
+        Weigh a matched word by how rare it is (after the episode's word before it when that
+        one is matched too, else alone); else each word alike.
     tolerance_s : float
         Matched words whose offsets agree within this many seconds are one alignment.
     more_rows, unmatched : float
@@ -108,10 +103,6 @@ class WordsParams:
         Answers below it are not answers (the audio path's threshold).
     max_words : int
         The clip's words beyond this many are left out (a long clip says plenty before).
-    letters : bool
-        Align letter by letter (a word the model spelt otherwise still shares runs of letters
-        with the episode's); else whole words only (the previous alignment, kept for the
-        benchmark's comparison). ``min_run`` and ``chain`` apply to whole words only.
     min_letters : int
         Letters (spaces between words included) a run of agreeing letters needs to count.
     min_cover : float
@@ -123,9 +114,7 @@ class WordsParams:
 
     candidates: int = 8
     context_s: float = 20.0
-    min_run: int = 1
     surprisal: bool = True
-    chain: bool = True
     tolerance_s: float = OFFSET_TOLERANCE_S
     more_rows: float = 0.5
     unmatched: float = 0.3
@@ -133,7 +122,6 @@ class WordsParams:
     scale: float = 1.5
     min_confidence: float = 0.9
     max_words: int = 200
-    letters: bool = True
     min_letters: int = 4
     min_cover: float = 0.5
     per_word: float = 0.35
@@ -316,10 +304,10 @@ def _score_candidates(
 
 
 class _Surprisal:
-    """How unlikely each clip word is in a segment of the library (``alone``: ``-log`` of the
-    share of segments holding it), and how unlikely after the word before it (``follow``:
+    """How unlikely a word is in a segment of the library (:meth:`alone_of`: ``-log`` of the
+    share of segments holding it), and how unlikely after the word before it (:meth:`after`:
     ``-log`` of the share of the segments holding the word before that hold it too). Natural
-    logs.
+    logs; the clip's words are looked up at once, others when first asked.
 
     The second is what makes chance agreement cheap: a phrase every episode says ("I think we
     should", "if it rains") is a run of words that always come together, each nearly certain
@@ -332,10 +320,6 @@ class _Surprisal:
         self.rows = {t: [seg.rows_with_word(t) for _, seg in parts] for t in set(tokens)}
         self.df = {t: sum(len(r) for r in per) for t, per in self.rows.items()}
         self._after: dict[tuple[str, str], float] = {}
-        self.alone = np.array([-math.log((self.df[t] + 0.5) / (self.n + 1.0)) for t in tokens])
-        self.follow = self.alone.copy()
-        for i in range(1, len(tokens)):
-            self.follow[i] = self.after(tokens[i - 1], tokens[i])
 
     def alone_of(self, token: str) -> float:
         """``-log`` of the share of segments holding ``token`` (any word of the library)."""
@@ -378,57 +362,7 @@ def _align(
         lib_rows += [int(r)] * len(toks)
     if not lib_tokens:
         return None
-    if params.letters:
-        return _align_letters(clip, surprisal, lib_tokens, lib_times, lib_rows, params)
-    matcher = difflib.SequenceMatcher(None, clip.tokens, lib_tokens, autojunk=False)
-    pairs_i: list[int] = []
-    pairs_j: list[int] = []
-    pair_w: list[float] = []
-    last: tuple[int, int] | None = None  # the clip's and the episode's last matched word
-    for block in matcher.get_matching_blocks():
-        if block.size < params.min_run:
-            continue
-        pairs_i += range(block.a, block.a + block.size)
-        pairs_j += range(block.b, block.b + block.size)
-        # A run's first word counts how rare it is (or, in the same line as the run before,
-        # how rare after that run's last word: a line's template words come together); the
-        # next ones how rare after the one before.
-        first = float(surprisal.alone[block.a]) if params.surprisal else 1.0
-        if params.chain and last is not None and lib_rows[last[1]] == lib_rows[block.b]:
-            first = min(first, surprisal.after(clip.tokens[last[0]], clip.tokens[block.a]))
-        pair_w.append(first)
-        rest = surprisal.follow if params.surprisal else surprisal.alone
-        pair_w += rest[block.a + 1 : block.a + block.size].tolist()
-        last = (block.a + block.size - 1, block.b + block.size - 1)
-    if not pairs_i:
-        return None
-    ci = np.asarray(pairs_i)
-    cj = np.asarray(pairs_j)
-    offsets = np.asarray(lib_times)[cj] - clip.times[ci]
-    w = np.asarray(pair_w)
-    order = np.argsort(offsets, kind="stable")
-    offsets, w, cj = offsets[order], w[order], cj[order]
-    # The window of tolerance_s holding the most weight.
-    cum = np.concatenate([[0.0], np.cumsum(w)])
-    hi = np.searchsorted(offsets, offsets + params.tolerance_s, side="right")
-    lo_idx = int(np.argmax(cum[hi] - cum[np.arange(len(offsets))]))
-    hi_idx = int(hi[lo_idx])
-    score = float(cum[hi_idx] - cum[lo_idx])
-    agreeing = offsets[lo_idx:hi_idx]
-    per_row: dict[int, float] = {}
-    for j, weight in zip(cj[lo_idx:hi_idx].tolist(), w[lo_idx:hi_idx].tolist(), strict=True):
-        per_row[lib_rows[j]] = per_row.get(lib_rows[j], 0.0) + weight
-    offset = float(np.median(agreeing))
-    cand = _Candidate(
-        part=-1,
-        episode=-1,
-        score=score,
-        offset_s=offset,
-        n_words=int(hi_idx - lo_idx),
-        row_weights=tuple(sorted(per_row.values(), reverse=True)),
-    )
-    cand.evidence = _evidence(cand, len(clip.tokens), params)
-    return cand
+    return _align_letters(clip, surprisal, lib_tokens, lib_times, lib_rows, params)
 
 
 def _joined(tokens: Sequence[str]) -> tuple[str, np.ndarray]:
