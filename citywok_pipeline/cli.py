@@ -118,6 +118,7 @@ def index(
 
     if not media_root.is_dir():
         _fail(f"{media_root}: media root is not a directory")
+    _check_library_graph_setting()
 
     def bar(desc: str):  # type: ignore[no-untyped-def]
         def wrap(it, total):  # type: ignore[no-untyped-def]
@@ -587,18 +588,22 @@ def info(snapshot_dir: Path, as_json: bool) -> None:
 @click.argument("snapshot_dir", type=click.Path(path_type=Path))
 def verify(snapshot_dir: Path) -> None:
     """Check every shard's consistency and checksums, and the library graph if there is one;
-    exit 1 if anything is wrong."""
+    exit 1 if anything is wrong. A pull directory (``citywok pull --to DIR``) is checked
+    through DIR/current."""
+    from .files import resolve_snapshot_dir
     from .snapshot import Snapshot, shard_paths, verify_snapshot
     from .snapshot.library_graph import verify_library_graph
 
     # Nothing to check is bad input (exit 2), not a failed check.
     if not snapshot_dir.is_dir():
         _fail(f"{snapshot_dir}: no such snapshot directory")
-    if not shard_paths(snapshot_dir):
+    # A pull directory is checked through DIR/current (the version in use), as it is read.
+    directory = resolve_snapshot_dir(snapshot_dir)
+    if not shard_paths(directory):
         _fail(f"{snapshot_dir}: no shards here; build one with `citywok index`")
-    problems = verify_snapshot(snapshot_dir)
+    problems = verify_snapshot(directory)
     if not problems:
-        with Snapshot.open(snapshot_dir) as snap:
+        with Snapshot.open(directory) as snap:
             problems = verify_library_graph(snap)
     for p in problems:
         click.echo(f"citywok: {p}", err=True)
@@ -687,6 +692,7 @@ def pull(bucket_url: str, pull_dir: Path, version: str | None, keep: int) -> Non
     """
     from .publishing import IntegrityError, PullError, pull_version
 
+    _check_library_graph_setting()
     bucket = _bucket(bucket_url)
     try:
         with _bucket_errors(bucket_url):
@@ -695,13 +701,27 @@ def pull(bucket_url: str, pull_dir: Path, version: str | None, keep: int) -> Non
         _fail(str(exc), EXIT_CHECK_FAILED)
     except PullError as exc:
         _fail(str(exc))
+    if result.library_graph_note:
+        click.echo(f"citywok: {result.library_graph_note}", err=True)
     click.echo(
         f"pulled {result.version} into {result.path}: {len(result.downloaded)} shard(s) "
         f"downloaded, {len(result.reused)} reused"
+        + (f"; library graph of {result.library_graph} segments built" if result.library_graph
+           else "")
         + ("" if result.switched else " (already current)"),
         err=True,
-    )
+    )  # fmt: skip
     click.echo(result.version)
+
+
+def _check_library_graph_setting() -> None:
+    """Exit 2 at once on a bad $CITYWOK_LIBRARY_GRAPH_MIN_SEGMENTS (not after the work)."""
+    from .snapshot.library_graph import min_segments_setting
+
+    try:
+        min_segments_setting()
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 @main.command()

@@ -32,7 +32,7 @@ from .fingerprint.matcher import fingerprint
 from .fingerprint.params import DEFAULT_PARAMS, FingerprintParams
 from .fingerprint.records import Episode
 from .library import MediaFile, scan_media
-from .snapshot.directory import Snapshot, shard_path, shard_paths
+from .snapshot.directory import shard_path, shard_paths
 from .snapshot.segments import SegmentTable, needs_rebuild
 from .snapshot.shard import CorruptShardError, SnapshotError, open_shard, write_shard
 
@@ -514,31 +514,11 @@ def index_library(
             p.unlink(missing_ok=True)
             report.seasons_removed.append(p.stem)
     if transcripts is not None or report.seasons_built or report.seasons_removed:
-        report.library_graph = _refresh_library_graph(out)
+        from .snapshot.library_graph import refresh_library_graph
+
+        report.library_graph = refresh_library_graph(out)
     report.elapsed_s = time.perf_counter() - started
     return report
-
-
-def _refresh_library_graph(out: Path) -> int:
-    """Rebuild the snapshot's library graph (snapshot/library_graph.py) unless it still fits
-    the shards and was built with the current parameters; remove it when the library is too
-    small for one. Its segment count when it was rebuilt, else 0."""
-    from .snapshot.library_graph import (
-        build_library_graph,
-        library_graph_current,
-        remove_library_graph,
-    )
-
-    try:
-        snap = Snapshot.open(out)
-    except SnapshotError:
-        remove_library_graph(out)
-        return 0
-    with snap:
-        if library_graph_current(snap):
-            return 0
-        info = build_library_graph(snap)
-    return int(info["n"]) if info else 0
 
 
 def _transcribe(side: TranscriptSide, mf: MediaFile) -> SegmentTable | str:

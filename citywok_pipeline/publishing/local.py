@@ -9,6 +9,12 @@ A shard already present in an earlier local version (same sha256) is copied from
 downloaded again. It is copied, not hard-linked: LMDB refuses to open one file (inode) twice
 in a process, and a server holds the old version open while it opens the new one.
 
+A version carries only its shards. The library graph (:mod:`..snapshot.library_graph`) is
+built here from the version's verified shards, after they are in place and before the switch,
+so that a server opening the new version finds it; no graph bytes from the bucket are read.
+A build that is killed leaves the version complete and searched shard by shard (and at most a
+hidden ``.*.tmp`` file in it, removed by the next pull, which builds the graph again).
+
 ``citywok serve DIR`` and ``citywok match DIR`` read ``DIR/current`` when there is one, else
 DIR itself as a plain directory of shards (what ``citywok index --snapshot DIR`` writes).
 """
@@ -26,7 +32,7 @@ from pathlib import Path
 
 from ..blobstore import BlobStore
 from ..files import CURRENT, current_link, exclusive_lock, fsync_dir, resolve_snapshot_dir
-from ..snapshot import verify_snapshot
+from ..snapshot import SnapshotError, verify_snapshot
 from .versions import (
     Manifest,
     ManifestError,
@@ -67,6 +73,8 @@ class PullResult:
     downloaded: tuple[str, ...]  # shard files fetched from the bucket
     reused: tuple[str, ...]  # shard files already here (from an earlier version)
     switched: bool  # False when it was already the current version
+    library_graph: int = 0  # segments of the library graph built for it (0: none built)
+    library_graph_note: str | None = None  # why the library graph could not be built
 
 
 class _HashingWriter:
@@ -120,7 +128,27 @@ def _remove_leftovers(pull_dir: Path) -> list[str]:
         if p.is_symlink():
             p.unlink(missing_ok=True)
             removed.append(str(p))
+    # A library graph build that was killed: its temporary files in a complete version.
+    for p in sorted(versions.glob("*/.*.tmp")) if versions.is_dir() else []:
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(str(p))
     return removed
+
+
+def _build_library_graph(version_dir: Path) -> tuple[int, str | None]:
+    """The version's library graph, built from its shards (already verified) unless it has a
+    current one: ``(segments, None)``, or ``(0, why)`` when it could not be built; the version
+    is then searched shard by shard, as it would be without a graph."""
+    from ..snapshot.library_graph import refresh_library_graph
+
+    try:
+        return refresh_library_graph(version_dir, every_shard=True), None
+    except (SnapshotError, OSError, MemoryError, RuntimeError, ValueError) as exc:
+        return 0, (
+            f"{version_dir}: the library graph was not built ({exc}); searching each shard's "
+            "own graph (slower); the next pull builds it"
+        )
 
 
 def _fetch_shard(bucket: BlobStore, manifest: Manifest, entry: ShardEntry, target: Path) -> None:
@@ -168,7 +196,10 @@ def pull_version(
 
     Only the shards missing locally are downloaded; each is checked against the manifest's
     sha256 and size, and the assembled version is verified (shard checksums, params) before
-    the switch. On any failure the previous current version is left in place.
+    the switch. On any failure the previous current version is left in place. Then its
+    library graph is built from its shards when it is large enough for one and has none that
+    fits (the same rule as ``citywok index``); a graph that cannot be built is not a failure
+    (``library_graph_note`` says why).
 
     Raises
     ------
@@ -221,11 +252,16 @@ def pull_version(
                     shutil.rmtree(staging)
         else:
             reused = [e.file for e in manifest.shards]
+        # Before the switch, so that a server opening the new version finds its graph.
+        graph, note = _build_library_graph(target)
         switched = current_version(pull_dir) != version
         if switched:
             switch_to(pull_dir, version)
         prune_local(pull_dir, keep=keep_local)
-    return PullResult(version, target, tuple(downloaded), tuple(reused), switched)
+    return PullResult(
+        version, target, tuple(downloaded), tuple(reused), switched,
+        library_graph=graph, library_graph_note=note,
+    )  # fmt: skip
 
 
 def prune_local(pull_dir: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP_LOCAL) -> list[str]:

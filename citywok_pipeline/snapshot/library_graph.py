@@ -13,8 +13,10 @@ not with the number of graphs). So a snapshot directory may also hold:
   of the shard's ``seg_vectors``: the graph belongs to those exact vectors), its parameters,
   and the xxhash64 of the graph file, checked before the graph is first used.
 
-``citywok index`` writes it (:func:`build_library_graph`) when the library is large enough
-for it to pay (:data:`MIN_SEGMENTS`), after the shards; a search uses it only when every shard
+``citywok index`` writes it (:func:`refresh_library_graph`) when the library is large enough
+for it to pay (:data:`MIN_SEGMENTS`), after the shards, and ``citywok pull`` builds it from a
+pulled version's verified shards before switching to it (the bucket carries only the shards:
+no graph bytes from it are ever read); a search uses it only when every shard
 it names is open with the same vectors (:func:`open_library_graph`), and otherwise searches
 the shards' own graphs, as before, with a note. The graph is a derived file: deleting it
 loses nothing but speed; the shards stay the published unit.
@@ -27,6 +29,7 @@ import json
 import mmap
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +50,8 @@ LIBRARY_GRAPH_VERSION = 1
 # Below this many segments the shards' own graphs answer in about a millisecond: a library
 # graph would cost a rebuild of every segment's node at each index run for little.
 MIN_SEGMENTS = 100_000
+# Overrides MIN_SEGMENTS for index and pull (a whole number of segments).
+MIN_SEGMENTS_ENV = "CITYWOK_LIBRARY_GRAPH_MIN_SEGMENTS"
 # How the library graph is built and searched, measured on the simulated million segments in
 # 100 shards of benchmarks/search_snapshot.py (benchmarks/RESULTS.md, 2 cores, quiet): with
 # M 32, recall@10 0.959 at ef 256 in 2.3 ms p50 (5.1 ms p95), 0.975 at 384 (3.0 ms), 0.900 at
@@ -79,6 +84,61 @@ def _eligible(snapshot: Snapshot) -> list[Any]:
         ):
             out.append(shard)
     return out
+
+
+def min_segments_setting(environ: Mapping[str, str] | None = None) -> int:
+    """The segments a library needs for a library graph: ``$CITYWOK_LIBRARY_GRAPH_MIN_SEGMENTS``
+    when set, else :data:`MIN_SEGMENTS`; ``ValueError`` naming the variable when it is not a
+    whole number of at least 1."""
+    raw = (os.environ if environ is None else environ).get(MIN_SEGMENTS_ENV, "").strip()
+    if not raw:
+        return MIN_SEGMENTS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MIN_SEGMENTS_ENV}={raw!r}: give a whole number of segments, at least 1")
+    return value
+
+
+def refresh_library_graph(
+    snapshot_dir: str | os.PathLike[str],
+    *,
+    min_segments: int | None = None,
+    every_shard: bool = False,
+) -> int:
+    """Rebuild a snapshot directory's library graph unless it still fits the shards and was
+    built with the current parameters; remove it when the library is too small for one
+    (``min_segments``, default :func:`min_segments_setting`). Its segment count when it was
+    rebuilt, else 0.
+
+    ``every_shard``: build only over all the directory's shards; when one cannot be opened
+    (LMDB refuses a file this process already has open, or a read fails) raise
+    :class:`.SnapshotError` and leave the graph as it is, rather than build one over the
+    others or remove a good one.
+
+    Written aside and renamed, the graph before its description: a build that is killed
+    leaves at most a hidden ``.*.tmp`` file, and the shards are searched as before."""
+    from .directory import Snapshot
+    from .shard import SnapshotError
+
+    directory = Path(snapshot_dir)
+    limit = min_segments_setting() if min_segments is None else min_segments
+    try:
+        snap = Snapshot.open(directory)
+    except SnapshotError:
+        if every_shard:
+            raise
+        remove_library_graph(directory)
+        return 0
+    with snap:
+        if every_shard and snap.refused():
+            raise SnapshotError(f"{directory}: cannot open " + "; ".join(snap.refused().values()))
+        if library_graph_current(snap):
+            return 0
+        info = build_library_graph(snap, min_segments=limit)
+    return int(info["n"]) if info else 0
 
 
 def remove_library_graph(snapshot_dir: str | os.PathLike[str]) -> None:
