@@ -609,7 +609,11 @@ def measure(
 ) -> dict:
     """Both sides on the same clips: accuracy on the corpus and, with ``hours``, the large
     snapshot. Returns the ``accuracy`` and ``large`` parts of results.json."""
-    started = {"load": loadavg(), "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    started = {
+        "load": loadavg(),
+        "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "nice": os.nice(0),
+    }
     DATA.mkdir(parents=True, exist_ok=True)
     (DATA / "clips").mkdir(exist_ok=True)
     log("the corpus")
@@ -805,7 +809,9 @@ def accuracy_section(a: dict | None) -> list[str]:
         start,
         "## Accuracy (c)",
         "",
-        f"Run {run['at']} on {run['machine']} by `nice -n 10 python -m benchmarks.accuracy "
+        f"Run {run['at']} on {run['machine']} by `"
+        + (f"nice -n {run['nice']} " if run.get("nice") else "")
+        + "python -m benchmarks.accuracy "
         f"--previous {a['previous_ref']}{_sizes(a)}` (load average {run['load']} at the start, "
         f"{run.get('load_at_end', '?')} at the end: other work shared the 2 cores). Previous "
         f"matcher: commit {a['commits']['previous'][:10]} (`--previous {a['previous_ref']}`), "

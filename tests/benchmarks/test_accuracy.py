@@ -73,3 +73,27 @@ def test_a_section_is_replaced_in_place_and_one_without_markers_by_its_heading(
     text = md.read_text()
     assert "newer" in text and "\nnew\n" not in text
     assert text.index("newer") < text.index("## Indexing speed (a)")
+
+
+def test_the_accuracy_section_names_the_niceness_the_run_had_and_none_it_did_not_record():
+    truth = [
+        {"kind": "seen", "case": "clean", "length": 3.0, "source": "a.mkv", "start_s": 20},
+        {"kind": "unseen", "case": "clean", "length": 3.0},
+        {"kind": "intro", "case": "clean", "length": 3.0, "named": ["a.mkv", "b.mkv"]},
+    ]
+    answers = [
+        _answer("a.mkv", 20.2),
+        _answer(),
+        _answer("a.mkv", 1.0, named=["a.mkv", "b.mkv"], ambiguous=True),
+    ]
+    score = accuracy.score_accuracy([(truth, answers)])
+    run = {"at": "2026-12-04 20:32 UTC", "machine": "2 cores", "load": "0.88 1.84 2.81"}
+    a = {
+        "run": {**run, "nice": 5}, "commits": {"previous": "a" * 40, "new": "b" * 40},
+        "previous_ref": "043cd1d^", "seeds": 8, "clips_per_cell": 80, "unseen_per_cell": 24,
+        "corpus": {"new": {"episodes": 24, "hours": 0.8}}, "previous": score, "new": score,
+    }  # fmt: skip
+    header = accuracy.accuracy_section(a)[3]
+    assert "by `nice -n 5 python -m benchmarks.accuracy --previous 043cd1d^ --seeds 8`" in header
+    header = accuracy.accuracy_section({**a, "run": run})[3]
+    assert "by `python -m benchmarks.accuracy --previous 043cd1d^ --seeds 8`" in header
