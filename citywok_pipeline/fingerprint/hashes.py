@@ -66,6 +66,7 @@ def hash_peaks(
     time_factor: float = 1.0,
     freq_factor: float = 1.0,
     spread: bool = False,
+    time_spread: int = 0,
 ) -> Hashes:
     """Pair each anchor peak with the next ``fanout`` peaks in its target zone and hash them.
 
@@ -118,15 +119,21 @@ def hash_peaks(
     ok &= np.cumsum(ok, axis=1) <= fanout
     anchor, col = np.nonzero(ok)
     target = j[anchor, col]
-    if not spread:
+    if not spread and not time_spread:
         return Hashes(pack(f[anchor], f[target], dt[anchor, col]), t[anchor].astype(np.float32))
     other = np.where(exact >= f, f + 1, f - 1)
+    f1s = (f[anchor], other[anchor]) if spread else (f[anchor],)
+    f2s = (f[target], other[target]) if spread else (f[target],)
+    d0 = dt[anchor, col]
     keys, times = [], []
-    for f1 in (f[anchor], other[anchor]):
-        for f2 in (f[target], other[target]):
-            ok = (f1 >= 0) & (f1 < 256) & (f2 >= 0) & (f2 < 256)
-            keys.append(pack(f1[ok], f2[ok], dt[anchor, col][ok]))
-            times.append(t[anchor][ok])
+    for f1 in f1s:
+        for f2 in f2s:
+            for shift in range(-time_spread, time_spread + 1):
+                d = d0 + shift
+                ok = (f1 >= 0) & (f1 < 256) & (f2 >= 0) & (f2 < 256) & (d >= 1)
+                ok &= d <= params.max_dt
+                keys.append(pack(f1[ok], f2[ok], d[ok]))
+                times.append(t[anchor][ok])
     at = np.concatenate(times)
     by_time = np.argsort(at, kind="stable")
     return Hashes(np.concatenate(keys)[by_time], at[by_time].astype(np.float32))

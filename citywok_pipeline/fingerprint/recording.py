@@ -416,10 +416,11 @@ class Segmenter:
         self.index = index
         self.params = p = index.params
         self.sp = params
-        # Without the spread pass: a window it answers weakly as it straddles an excerpt's end
-        # moved that end past 1 s in tests/fingerprint/test_recording.py (its gain is for
-        # short clips of a room, which a window followed along a line does not need).
-        self.match_params = match_params = replace(match_params, spread_fanout=0)
+        # Without the spread and room passes: a window the spread pass answers weakly as it
+        # straddles an excerpt's end moved that end past 1 s in
+        # tests/fingerprint/test_recording.py (their gain is for short clips of a room, which
+        # a window followed along a line does not need).
+        self.match_params = match_params = replace(match_params, spread_fanout=0, room_fanout=0)
         # The windows between searches: the same passes without the search over changes.
         self.unit_params = replace(
             match_params,

@@ -140,3 +140,27 @@ def test_spread_hashes_hold_the_plain_ones_and_find_a_peak_that_crossed_a_bin_ed
     crossed = hash_peaks(moved, params=DEFAULT_PARAMS)
     assert not set(crossed.keys.tolist()) & set(plain.keys.tolist())
     assert set(crossed.keys.tolist()) <= set(spread.keys.tolist())
+
+
+def test_time_spread_hashes_hold_the_plain_ones_and_find_a_pair_a_frame_longer_or_shorter():
+    rng = np.random.default_rng(2)
+    peaks = np.zeros(60, PEAK_DTYPE)
+    peaks["t"] = np.sort(rng.choice(np.arange(0, 600, 10), 60, replace=False)).astype(np.float32)
+    peaks["f"] = rng.integers(10, 200, 60)
+    plain = hash_peaks(peaks, params=DEFAULT_PARAMS)
+    tolerant = hash_peaks(peaks, params=DEFAULT_PARAMS, time_spread=1)
+    both = hash_peaks(peaks, params=DEFAULT_PARAMS, spread=True, time_spread=1)
+    # Every distance is 10 frames or more and at most 63 - 10: none leaves 1..63 moved by one.
+    _, _, dt = unpack(plain.keys)
+    assert dt.min() >= 10 and dt.max() <= DEFAULT_PARAMS.max_dt - 1
+    assert len(tolerant) == 3 * len(plain) and len(both) == 12 * len(plain)
+    assert set(plain.keys.tolist()) <= set(tolerant.keys.tolist()) <= set(both.keys.tolist())
+    assert np.all(np.diff(tolerant.times) >= 0)
+    # Reverb smears peaks in time: a target peak one frame late (or early) makes a pair the
+    # plain hashes miss and the tolerant ones hold.
+    for shift in (1.0, -1.0):
+        moved = peaks.copy()
+        moved["t"][1::2] += shift
+        crossed = set(hash_peaks(moved, params=DEFAULT_PARAMS).keys.tolist())
+        assert crossed - set(plain.keys.tolist())
+        assert crossed <= set(tolerant.keys.tolist())

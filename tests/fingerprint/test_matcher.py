@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.signal import resample_poly
 
-from citywok_pipeline.demo.degrade import pitch_shift, speed, tempo
+from citywok_pipeline.demo.degrade import loudspeaker_room, pitch_shift, speed, tempo
 from citywok_pipeline.demo.library import SAMPLE_RATE, render_episode_samples
 from citywok_pipeline.fingerprint import DEFAULT_PARAMS
 from citywok_pipeline.fingerprint.hashes import hash_peaks
@@ -160,6 +160,30 @@ def test_a_clip_not_in_the_index_runs_every_pass_in_order_and_is_not_matched(sho
     assert list(result.passes) == [x for x in labels if x != "whole"]
 
 
+def test_a_loudspeaker_in_a_room_is_found_by_the_room_pass(show) -> None:
+    index, _ = show
+    # At the library's rate: the room's band reaches 7 kHz. Three seconds of the first
+    # episode (past its theme) played across a room (RT60 0.3-0.8 s, room noise at 10-15 dB).
+    x = render_episode_samples(
+        show_index=0, season=1, episode=1, duration_s=DURATION_S, intro_s=INTRO_S, seed=3,
+        speech=False,
+    )[27 * SAMPLE_RATE : 30 * SAMPLE_RATE]  # fmt: skip
+    for seed in (0, 1):
+        room = loudspeaker_room(x, SAMPLE_RATE, rng=np.random.default_rng(seed))
+        clip = resample_poly(room, DEFAULT_PARAMS.sample_rate, SAMPLE_RATE).astype(np.float32)
+        # Without the room pass (the matcher before it) no pass lines up enough of it, the
+        # search over changes neither, and the clip goes unanswered.
+        before = match_samples(clip, index, match_params=MatchParams(room_fanout=0))
+        assert before.matches == ()
+        assert "room" not in before.passes
+        # With it (each pair's time distance also a frame shorter and longer), 19-20
+        # instants, at a cell an earlier pass's best one pointed at too, settle it.
+        result = match_samples(clip, index)
+        assert result.passes == ("quick", "dense", "spread", "room")
+        assert [m.episode_id for m in result.matches] == ["show-s01e01"]
+        assert result.matches[0].offset_s == pytest.approx(27.0, abs=0.1)
+
+
 def _noisy(clip: np.ndarray, snr_db: float) -> np.ndarray:
     rng = np.random.default_rng(1)
     power = np.sqrt(np.mean(clip**2))
@@ -170,19 +194,21 @@ def test_a_clip_no_pass_settles_needs_evidence_in_proportion_to_its_length(show)
     index, audio = show
     rate = DEFAULT_PARAMS.sample_rate
     # Two clips of one episode under noise louder than it: no pass is conclusive, and the
-    # best evidence is 7 instants, over 4 s in one and over 2 s in the other.
+    # best evidence is 7 instants, over 4 s in one and over 2 s in the other. (Without the
+    # room pass, which settles the 4 s one with 14.)
     long = _noisy(audio[1][20 * rate : 24 * rate], -3.0)
     short = _noisy(audio[1][10 * rate : 12 * rate], -3.0)
-    every_pass = len(passes(DEFAULT_PARAMS)) - 1  # all but "whole"
+    no_room = MatchParams(room_fanout=0)
+    every_pass = len(passes(DEFAULT_PARAMS, no_room)) - 1  # all but "whole"
     for clip, start in ((long, 20.0), (short, 10.0)):
-        loose = match_samples(clip, index, match_params=MatchParams(weak_per_s=0.0))
+        loose = match_samples(clip, index, match_params=MatchParams(weak_per_s=0.0, room_fanout=0))
         assert [m.episode_id for m in loose.matches] == ["show-s01e02"]
         assert loose.matches[0].score == 7
         assert loose.matches[0].offset_s == pytest.approx(start, abs=0.1)
         assert len(loose.passes) == every_pass
     # Two instants per second of clip: 8 for the 4 s clip, which goes unanswered after
     # every pass; 4 for the 2 s one, whose answer stands.
-    strict = MatchParams(weak_per_s=2.0)
+    strict = MatchParams(weak_per_s=2.0, room_fanout=0)
     assert match_samples(long, index, match_params=strict).matches == ()
     assert [m.episode_id for m in match_samples(short, index, match_params=strict).matches] == [
         "show-s01e02"
@@ -274,7 +300,7 @@ def test_a_clip_sped_up_past_the_searched_range_is_not_in_the_library(show) -> N
 
 def test_the_search_over_changes_is_ordered_by_how_common_a_change_is() -> None:
     labels = [p.label for p in passes(DEFAULT_PARAMS).values()]
-    assert labels[:4] == ["quick", "whole", "dense", "spread"]
+    assert labels[:5] == ["quick", "whole", "dense", "spread", "room"]
     # PAL's speed-up of film and a player's 1.25x before the small pitch shifts.
     assert labels.index("speed x1.042") < labels.index("tempo x1.25") < labels.index("pitch +1")
     assert labels.index("speed x0.96") < labels.index("tempo x0.8")
