@@ -210,33 +210,11 @@ def write_library(
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
     n = len(vectors)
-    videos = -(-n // SEGMENTS_PER_VIDEO)
-    bounds = np.linspace(0, videos, shards + 1).astype(int) * SEGMENTS_PER_VIDEO
+    bounds = season_bounds(n, shards)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     for s in range(shards):
-        lo, hi = int(bounds[s]), min(n, int(bounds[s + 1]))
-        rows = np.arange(lo, hi)
-        video = rows // SEGMENTS_PER_VIDEO
-        first = int(video[0])
-        season = f"sim-s{s:03d}"
-        eps = [
-            Episode(episode_id=f"sim-{v:06d}", season=season, source=f"sim/{v}.mp3")
-            for v in range(first, int(video[-1]) + 1)
-        ]
-        hashes = [Hashes(np.zeros(1, np.uint32), np.zeros(1, np.float32)) for _ in eps]
-        table = SegmentTable(
-            (video - first).astype(np.uint32),
-            ((rows % SEGMENTS_PER_VIDEO) * STEP_S).astype(np.float32),
-            ((rows % SEGMENTS_PER_VIDEO) * STEP_S + STEP_S).astype(np.float32),
-            texts[lo:hi],
-            QuantizedVectors(vectors[lo:hi], "float16"),
-            "simulated",
-        )
-        write_shard(
-            directory / f"{season}.lmdb", season=season, episodes=eps, hashes=hashes,
-            params=DEFAULT_PARAMS, segments=table,
-        )  # fmt: skip
+        write_season(directory, s, vectors, texts, int(bounds[s]), int(bounds[s + 1]))
         if s % 20 == 0:
             log(f"  shard {s + 1}/{shards} ({time.perf_counter() - t0:.0f} s, load {load_now()})")
     build_s = time.perf_counter() - t0
@@ -253,6 +231,42 @@ def write_library(
     }
     stamp_path.write_text(json.dumps({"stamp": stamp, "built": built}, indent=1) + "\n")
     return built
+
+
+def season_bounds(n: int, shards: int) -> np.ndarray:
+    """Where each of ``shards`` seasons of whole videos starts in ``n`` simulated rows (and
+    the last ends): ``shards + 1`` row numbers."""
+    videos = -(-n // SEGMENTS_PER_VIDEO)
+    return np.minimum(np.linspace(0, videos, shards + 1).astype(int) * SEGMENTS_PER_VIDEO, n)
+
+
+def write_season(
+    directory: Path, s: int, vectors: np.ndarray, texts: list[str], lo: int, hi: int
+) -> Path:
+    """Season ``s``: the simulated rows ``lo:hi`` (whole videos) as its shard, in the layout
+    ``season_snapshot`` writes."""
+    rows = np.arange(lo, hi)
+    video = rows // SEGMENTS_PER_VIDEO
+    first = int(video[0])
+    season = f"sim-s{s:03d}"
+    eps = [
+        Episode(episode_id=f"sim-{v:06d}", season=season, source=f"sim/{v}.mp3")
+        for v in range(first, int(video[-1]) + 1)
+    ]
+    hashes = [Hashes(np.zeros(1, np.uint32), np.zeros(1, np.float32)) for _ in eps]
+    table = SegmentTable(
+        (video - first).astype(np.uint32),
+        ((rows % SEGMENTS_PER_VIDEO) * STEP_S).astype(np.float32),
+        ((rows % SEGMENTS_PER_VIDEO) * STEP_S + STEP_S).astype(np.float32),
+        texts[lo:hi],
+        QuantizedVectors(vectors[lo:hi], "float16"),
+        "simulated",
+    )
+    path = directory / f"{season}.lmdb"
+    write_shard(
+        path, season=season, episodes=eps, hashes=hashes, params=DEFAULT_PARAMS, segments=table
+    )
+    return path
 
 
 def _global_rows(searcher: SegmentSearcher) -> list[np.ndarray]:

@@ -8,10 +8,11 @@ not with the number of graphs). So a snapshot directory may also hold:
 
 - ``library-graph.usearch``: a usearch HNSW graph (inner product, int8 at the shards' fixed
   scale, :func:`.segments.ann_vectors`) over the segments of the shards it names, keyed
-  ``ordinal << 32 | row`` (the shard's place in the list below, the row in that shard);
-- ``library-graph.json``: which shards it covers (file name, segment count, and the checksum
-  of the shard's ``seg_vectors``: the graph belongs to those exact vectors), its parameters,
-  and the xxhash64 of the graph file, checked before the graph is first used.
+  ``ordinal << 32 | row`` (the shard's ordinal in the list below, the row in that shard);
+- ``library-graph.json``: which shards it covers (file name, segment count, the checksum of
+  the shard's ``seg_vectors``: the graph belongs to those exact vectors, and the shard's
+  ordinal in the keys), its parameters, and the xxhash64 of the graph file, checked before
+  the graph is first used.
 
 ``citywok index`` writes it (:func:`refresh_library_graph`) when the library is large enough
 for it to pay (:data:`MIN_SEGMENTS`), after the shards, and ``citywok pull`` builds it from a
@@ -20,6 +21,13 @@ no graph bytes from it are ever read); a search uses it only when every shard
 it names is open with the same vectors (:func:`open_library_graph`), and otherwise searches
 the shards' own graphs, as before, with a note. The graph is a derived file: deleting it
 loses nothing but speed; the shards stay the published unit.
+
+A season rebuilt, added or removed does not cost the whole graph again: the graph is updated
+in place (the old shard's rows removed, usearch reusing their slots, the new shard's rows
+added under a fresh ordinal), which costs what that season's rows cost, until the rows
+removed since the graph's last full build reach :data:`MAX_REMOVED_SHARE` of its rows; then
+it is built afresh (HNSW removal unlinks a node without relinking its neighbours, so recall
+would erode under endless churn). Measured in ``benchmarks/graph_update.py``.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ if TYPE_CHECKING:
 
 GRAPH_FILE = "library-graph.usearch"
 INDEX_FILE = "library-graph.json"
-LIBRARY_GRAPH_VERSION = 1
+LIBRARY_GRAPH_VERSION = 2  # 2: each shard carries its ordinal (the graph is updated in place)
 # Below this many segments the shards' own graphs answer in about a millisecond: a library
 # graph would cost a rebuild of every segment's node at each index run for little.
 MIN_SEGMENTS = 100_000
@@ -61,6 +69,9 @@ MIN_SEGMENTS_ENV = "CITYWOK_LIBRARY_GRAPH_MIN_SEGMENTS"
 # M 32 costs a fifth more build CPU (1,060 s for the million on 2 threads) and 660 bytes a
 # segment instead of 530.
 LIBRARY_PARAMS = AnnParams(connectivity=32, expansion_add=128, expansion_search=256)
+# An updated graph is built afresh once the rows removed from it since its last full build
+# reach this share of its rows (benchmarks/graph_update.py: recall after updates).
+MAX_REMOVED_SHARE = 0.5
 _ROW_BITS = 32
 _BLOCK = 65_536
 
@@ -165,17 +176,20 @@ def build_library_graph(
     params: AnnParams = LIBRARY_PARAMS,
     threads: int | None = None,
     min_segments: int = MIN_SEGMENTS,
+    max_removed_share: float = MAX_REMOVED_SHARE,
 ) -> dict[str, Any] | None:
     """Write the library graph of an open snapshot (see the module docstring); return what was
     written (its description), or ``None`` when the library has fewer than ``min_segments``
     segments in graph-bearing shards (then any old library graph is removed).
 
+    A sound graph already in the directory, of the same parameters, model and dimensions, is
+    updated in place: only the shards that changed cost anything (``info["updated"]``), until
+    the rows removed since its last full build reach ``max_removed_share`` of its rows.
+
     Threads: all cores by default (a million segments: a few minutes of CPU); the graph of the
     same shards built with more than one thread is not byte-for-byte the same each time, but
     finds the same rows as well.
     """
-    from usearch.index import Index
-
     shards = _eligible(snapshot)
     total = sum(s.n_segments for s in shards)
     directory = snapshot.path
@@ -187,22 +201,43 @@ def build_library_graph(
     if len(dims) > 1 or len(models) > 1:
         remove_library_graph(directory)
         return None
-    dim = dims.pop()
+    dim, model = dims.pop(), models.pop()
     t0 = time.perf_counter()
-    index = Index(
-        ndim=dim, metric="ip", dtype="i8",
-        connectivity=params.connectivity, expansion_add=params.expansion_add,
-    )  # fmt: skip
-    described = []
-    for ordinal, shard in enumerate(shards):
-        seg = shard.segments
-        assert seg is not None
-        n = len(seg)
-        for lo in range(0, n, _BLOCK):
-            rows = np.arange(lo, min(n, lo + _BLOCK))
-            keys = (np.uint64(ordinal) << np.uint64(_ROW_BITS)) | rows.astype(np.uint64)
-            index.add(keys, ann_vectors(seg.vectors_of(rows)), threads=threads or 0)
-        described.append({"file": shard.path.name, "n": n, "vectors": _vectors_checksum(shard)})
+    want = [(s.path.name, s.n_segments, _vectors_checksum(s)) for s in shards]
+    update = _open_for_update(directory, params, dim, model)
+    kept: dict[tuple[str, int, str], int] = {}  # a shard still in the graph: its ordinal
+    gone: list[dict[str, Any]] = []
+    removed = 0
+    if update is not None:
+        index, described = update
+        old = {(d["file"], int(d["n"]), d["vectors"]): d for d in described["shards"]}
+        gone = [d for k, d in old.items() if k not in set(want)]
+        removed = int(described.get("removed_since_build", 0)) + sum(int(d["n"]) for d in gone)
+        if removed <= max_removed_share * total:
+            kept = {k: int(d["ordinal"]) for k, d in old.items() if k in set(want)}
+            for d in gone:
+                index.remove(_keys(int(d["ordinal"]), 0, int(d["n"])))
+        else:
+            update = None
+    if update is None:
+        index = _new_index(dim, params)
+        gone, removed = [], 0
+    next_ordinal = max(kept.values(), default=-1) + 1
+    added = 0
+    entries = []
+    for shard, k in zip(shards, want, strict=True):
+        if k not in kept:
+            kept[k] = next_ordinal
+            next_ordinal += 1
+            _add_shard(index, shard, kept[k], threads)
+            added += shard.n_segments
+        entries.append({"file": k[0], "n": k[1], "vectors": k[2], "ordinal": kept[k]})
+    if update is not None and len(index) != total:
+        # An update that does not leave what the description says (it never should): afresh.
+        return build_library_graph(
+            snapshot, params=params, threads=threads, min_segments=min_segments,
+            max_removed_share=-1.0,
+        )  # fmt: skip
     # The graph first, its description last: a reader that finds the new graph with the old
     # description refuses it by its checksum, never reads a half-written one.
     graph_path = directory / GRAPH_FILE
@@ -214,18 +249,86 @@ def build_library_graph(
         "version": LIBRARY_GRAPH_VERSION,
         "n": total,
         "dim": dim,
-        "model": models.pop(),
+        "model": model,
         "ann": params.to_dict(),
         "key_row_bits": _ROW_BITS,
         "checksum": checksum,
         "bytes": graph_path.stat().st_size,
         "build_s": round(time.perf_counter() - t0, 1),
-        "shards": described,
+        "updated": update is not None,
+        "rows_added": added,
+        "rows_removed": sum(int(d["n"]) for d in gone),
+        "removed_since_build": removed,
+        "shards": entries,
     }
     tmp_index = directory / f".{INDEX_FILE}.tmp"
     tmp_index.write_text(json.dumps(info, indent=1) + "\n")
     os.replace(tmp_index, directory / INDEX_FILE)
     return info
+
+
+def _new_index(dim: int, params: AnnParams) -> Index:
+    from usearch.index import Index
+
+    return Index(
+        ndim=dim, metric="ip", dtype="i8",
+        connectivity=params.connectivity, expansion_add=params.expansion_add,
+    )  # fmt: skip
+
+
+def _keys(ordinal: int, lo: int, hi: int) -> np.ndarray:
+    rows = np.arange(lo, hi, dtype=np.uint64)
+    return (np.uint64(ordinal) << np.uint64(_ROW_BITS)) | rows
+
+
+def _add_shard(index: Index, shard: Any, ordinal: int, threads: int | None) -> None:
+    seg = shard.segments
+    assert seg is not None
+    n = len(seg)
+    for lo in range(0, n, _BLOCK):
+        hi = min(n, lo + _BLOCK)
+        index.add(_keys(ordinal, lo, hi), ann_vectors(seg.vectors_of(np.arange(lo, hi))),
+                  threads=threads or 0)  # fmt: skip
+
+
+def _open_for_update(
+    directory: Path, params: AnnParams, dim: int, model: str
+) -> tuple[Index, dict[str, Any]] | None:
+    """The directory's graph read into memory for an update, with its description; ``None``
+    when there is none, or it is of another version, parameters, model or size, or damaged
+    (its checksum): then it is built afresh."""
+    described = _read_index(directory)
+    if not described or described.get("version") != LIBRARY_GRAPH_VERSION:
+        return None
+    try:
+        if (
+            described.get("ann") != params.to_dict()
+            or int(described["dim"]) != dim
+            or described.get("model") != model
+        ):
+            return None
+        path = directory / GRAPH_FILE
+        with open(path, "rb") as f:
+            data = f.read()
+        if len(data) != int(described["bytes"]) or xxhash.xxh64(data).hexdigest() != str(
+            described["checksum"]
+        ):
+            return None
+        view_ann(memoryview(data), n=int(described["n"]), dim=dim)  # its header, checked
+        ordinals = [int(d["ordinal"]) for d in described["shards"]]
+        if len(set(ordinals)) != len(ordinals) or not all(
+            o >= 0 and int(d["n"]) >= 0 and isinstance(d["file"], str)
+            for o, d in zip(ordinals, described["shards"], strict=True)
+        ):
+            return None
+        del data
+        index = _new_index(dim, params)
+        index.load(str(path))
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError):
+        return None
+    if len(index) != int(described["n"]):
+        return None
+    return index, described
 
 
 def _file_checksum(path: Path) -> str:
@@ -250,7 +353,8 @@ def _read_index(directory: Path) -> dict[str, Any] | None:
 class LibraryGraph:
     """A library graph viewed from its file's memory map, with the shards it covers.
 
-    ``parts[ordinal]`` is the caller's index of the shard the graph knows as ``ordinal``.
+    ``parts[ordinal]`` is the caller's index of the shard the graph knows as ``ordinal`` (-1
+    for an ordinal no shard has now: the graph was updated in place since).
     """
 
     index: Index
@@ -268,7 +372,8 @@ class LibraryGraph:
         ordinal = (keys >> np.uint64(_ROW_BITS)).astype(np.int64)
         rows = (keys & np.uint64((1 << _ROW_BITS) - 1)).astype(np.int64)
         ok = ordinal < len(self.parts)
-        return self.parts[ordinal[ok]], rows[ok]
+        parts = self.parts[ordinal[ok]]
+        return parts[parts >= 0], rows[ok][parts >= 0]
 
     def close(self) -> None:
         self._buffer = None
@@ -296,8 +401,11 @@ def open_library_graph(
         if int(described.get("version", 0)) != LIBRARY_GRAPH_VERSION:
             return None, stale
         by_name = {s.path.name: s for s in snapshot.shards}
-        parts = []
-        for d in described["shards"]:
+        ordinals = [int(d["ordinal"]) for d in described["shards"]]
+        if min(ordinals, default=0) < 0 or len(set(ordinals)) != len(ordinals):
+            return None, stale
+        parts = np.full(max(ordinals, default=-1) + 1, -1, dtype=np.int64)
+        for d, ordinal in zip(described["shards"], ordinals, strict=True):
             shard = by_name.get(d["file"])
             if (
                 shard is None
@@ -306,7 +414,7 @@ def open_library_graph(
                 or _vectors_checksum(shard) != d["vectors"]
             ):
                 return None, stale
-            parts.append(part_of[d["file"]])
+            parts[ordinal] = part_of[d["file"]]
         n, dim = int(described["n"]), int(described["dim"])
         path = directory / GRAPH_FILE
         with open(path, "rb") as f:
@@ -321,7 +429,7 @@ def open_library_graph(
         index = view_ann(memoryview(buffer), n=n, dim=dim)
     except (OSError, KeyError, TypeError, ValueError) as exc:
         return None, f"{stale} ({exc})"
-    return LibraryGraph(index, np.asarray(parts, dtype=np.int64), n, _buffer=buffer), None
+    return LibraryGraph(index, parts, n, _buffer=buffer), None
 
 
 def verify_library_graph(snapshot: Snapshot) -> list[str]:

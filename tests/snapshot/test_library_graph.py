@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,74 @@ def test_verify_reports_a_damaged_or_stale_library_graph_and_passes_a_good_one(
     write(path / "show-s04.lmdb", vectors["show-s01"][:50], season="show-s04")
     with Snapshot.open(path) as snap:
         assert any("library graph" in p for p in verify_library_graph(snap))
+
+
+def _recall(path: Path, vectors: dict[str, np.ndarray], rng: np.random.Generator) -> float:
+    everything = np.concatenate(list(vectors.values()))
+    queries = unit(
+        everything[rng.choice(len(everything), 40)] + 0.05 * rng.standard_normal((40, DIM))
+    )
+    with Snapshot.open(path) as snap:
+        searcher = SegmentSearcher(snap)
+        assert searcher.library is not None and searcher.notes == []
+        found = [found_ids(searcher, searcher.search_vector(q, limit=10)) for q in queries]
+    return float(
+        np.mean([len(f & truth_of(vectors, q)) / 10 for f, q in zip(found, queries, strict=True)])
+    )
+
+
+def test_a_season_rebuilt_added_or_removed_updates_the_graph_in_place(
+    library: tuple[Path, dict[str, np.ndarray]], rng: np.random.Generator
+) -> None:
+    path, vectors = library
+    vectors["show-s02"] = clustered(rng, SIZES["show-s02"])  # rebuilt
+    write(path / "show-s02.lmdb", vectors["show-s02"], season="show-s02")
+    vectors["show-s04"] = clustered(rng, 1500)  # added
+    write(path / "show-s04.lmdb", vectors["show-s04"], season="show-s04")
+    (path / "show-s03.lmdb").unlink()  # removed
+    del vectors["show-s03"]
+    with Snapshot.open(path) as snap:
+        info = build_library_graph(snap, min_segments=1, threads=1)
+        assert info is not None and info["updated"]
+        assert (info["rows_added"], info["rows_removed"]) == (2000 + 1500, 2000 + 1000)
+        assert info["n"] == 3000 + 2000 + 1500 and library_graph_current(snap)
+        assert verify_library_graph(snap) == []
+    # The old rows are gone from it (show-s02's row 17 is another vector now), the new found.
+    assert _recall(path, vectors, rng) >= 0.95
+    with Snapshot.open(path) as snap:
+        searcher = SegmentSearcher(snap)
+        for season in ("show-s02", "show-s04"):
+            found = searcher.search_vector(vectors[season][17], limit=10)
+            assert (season, 17) in found_ids(searcher, found)
+
+    # Rows removed since the last full build past MAX_REMOVED_SHARE of the graph: afresh.
+    vectors["show-s01"] = clustered(rng, SIZES["show-s01"])
+    write(path / "show-s01.lmdb", vectors["show-s01"], season="show-s01")
+    with Snapshot.open(path) as snap:
+        info = build_library_graph(snap, min_segments=1, threads=1)
+        assert info is not None and not info["updated"] and info["removed_since_build"] == 0
+        assert sorted(d["ordinal"] for d in info["shards"]) == [0, 1, 2]
+    assert _recall(path, vectors, rng) >= 0.95
+
+
+def test_a_damaged_or_foreign_graph_is_built_afresh_not_updated(
+    library: tuple[Path, dict[str, np.ndarray]], rng: np.random.Generator
+) -> None:
+    path, vectors = library
+    graph = path / GRAPH_FILE
+    good = graph.read_bytes()
+    graph.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with Snapshot.open(path) as snap:
+        info = build_library_graph(snap, min_segments=1, threads=1)
+        assert info is not None and not info["updated"]
+    # A description naming one ordinal twice (hostile or broken): not trusted for an update.
+    described = json.loads((path / INDEX_FILE).read_text())
+    for d in described["shards"]:
+        d["ordinal"] = 0
+    (path / INDEX_FILE).write_text(json.dumps(described))
+    with Snapshot.open(path) as snap:
+        searcher = SegmentSearcher(snap)
+        assert searcher.library is None and any("no longer fits" in n for n in searcher.notes)
+        info = build_library_graph(snap, min_segments=1, threads=1)
+        assert info is not None and not info["updated"]
+    assert _recall(path, vectors, rng) >= 0.95
