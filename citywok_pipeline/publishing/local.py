@@ -12,6 +12,8 @@ in a process, and a server holds the old version open while it opens the new one
 A version carries only its shards. The library graph (:mod:`..snapshot.library_graph`) is
 built here from the version's verified shards, after they are in place and before the switch,
 so that a server opening the new version finds it; no graph bytes from the bucket are read.
+It starts from the current version's graph (hard-linked in), updated in place: only the
+seasons that changed cost a build.
 A build that is killed leaves the version complete and searched shard by shard (and at most a
 hidden ``.*.tmp`` file in it, removed by the next pull, which builds the graph again).
 
@@ -136,6 +138,28 @@ def _remove_leftovers(pull_dir: Path) -> list[str]:
     return removed
 
 
+def _seed_library_graph(current: Path, target: Path) -> None:
+    """Give a version without a library graph the current version's, to be updated in place
+    (only the seasons that changed cost a build: :func:`..snapshot.library_graph.build_library_graph`
+    keeps the rows of every shard whose vectors are the same). Hard links, each made aside and
+    renamed, the graph before its description: nothing is written into either file later (an
+    update writes a new file and renames it), and a link left half-made is a ``.*.tmp`` file
+    the next pull removes. A seeded graph that does not fit is built afresh."""
+    from ..snapshot.library_graph import GRAPH_FILE, INDEX_FILE
+
+    if current == target or (target / INDEX_FILE).exists():
+        return
+    for name in (GRAPH_FILE, INDEX_FILE):
+        source, aside = current / name, target / f".{name}.seed.tmp"
+        try:
+            aside.unlink(missing_ok=True)
+            os.link(source, aside)
+        except OSError:
+            aside.unlink(missing_ok=True)
+            return  # none to seed from (or a file system without links): built in full
+        os.replace(aside, target / name)
+
+
 def _build_library_graph(version_dir: Path) -> tuple[int, str | None]:
     """The version's library graph, built from its shards (already verified) unless it has a
     current one: ``(segments, None)``, or ``(0, why)`` when it could not be built; the version
@@ -253,6 +277,7 @@ def pull_version(
         else:
             reused = [e.file for e in manifest.shards]
         # Before the switch, so that a server opening the new version finds its graph.
+        _seed_library_graph(resolve_snapshot_dir(pull_dir), target)
         graph, note = _build_library_graph(target)
         switched = current_version(pull_dir) != version
         if switched:

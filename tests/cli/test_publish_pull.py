@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -159,6 +160,41 @@ def test_a_pulled_version_gets_a_library_graph_and_answers_as_the_source_does(
     assert not list((tmp_path / "small").rglob(INDEX_FILE))
     bad = citywok("pull", url, "--to", tmp_path / "bad", env={**env, MIN_SEGMENTS_ENV: "many"})
     assert bad.returncode == 2 and MIN_SEGMENTS_ENV in bad.error_lines()[0], bad
+
+
+def test_a_pulled_version_with_one_season_changed_updates_the_last_versions_graph_in_place(
+    citywok: Citywok, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    snapshot = tmp_path / "snapshot"
+    queries = _library_with_a_graph(snapshot, rng)
+    env = {**os.environ, MIN_SEGMENTS_ENV: "1000"}
+    url, served = (tmp_path / "bucket").as_uri(), tmp_path / "served"
+    assert citywok("publish", snapshot, url, env=env).returncode == 0
+    first = citywok("pull", url, "--to", served, env=env)
+    assert first.returncode == 0, first
+    old_dir = resolve_snapshot_dir(served)
+    old_graph = (old_dir / GRAPH_FILE).read_bytes()
+    # One season rebuilt with other segments, its graph updated at the source, published.
+    season, n = min(GRAPH_SIZES.items(), key=lambda item: item[1])  # a fifth of the rows
+    write(snapshot / f"{season}.lmdb", clustered(rng, n), season=season)
+    with Snapshot.open(snapshot) as snap:
+        assert build_library_graph(snap, min_segments=1, threads=1) is not None
+    assert citywok("publish", snapshot, url, env=env).returncode == 0
+    second = citywok("pull", url, "--to", served, env=env)
+    assert second.returncode == 0, second
+    new_dir = resolve_snapshot_dir(served)
+    assert new_dir != old_dir
+    described = json.loads((new_dir / INDEX_FILE).read_text())
+    assert described["updated"] and (described["rows_added"], described["rows_removed"]) == (n, n)
+    assert citywok("verify", served, env=env).returncode == 0
+    # The last version's graph (linked, never written into) is as it was, and still fits it.
+    assert (old_dir / GRAPH_FILE).read_bytes() == old_graph
+    with Snapshot.open(old_dir) as snap:
+        assert library_graph_current(snap)
+    source_uses_graph, source_answers = _answers(snapshot, queries)
+    pulled_uses_graph, pulled_answers = _answers(served, queries)
+    assert source_uses_graph and pulled_uses_graph
+    assert pulled_answers == source_answers
 
 
 def test_a_pull_killed_while_it_builds_the_graph_leaves_the_version_searched_shard_by_shard(
