@@ -118,6 +118,16 @@ def _answers(snapshot: Path, queries: np.ndarray) -> tuple[bool, list[list[tuple
         return searcher.library is not None, answers
 
 
+def _assert_nearly_the_same(answers: list[list[tuple]], source: list[list[tuple]]) -> None:
+    """Two graphs of the same vectors (the pull builds on every core, and a graph built with
+    more than one thread differs from build to build): the same best row for every query (a
+    perturbed library vector: far ahead of the rest) and nearly the same ten."""
+    assert [x[0] for x in answers] == [y[0] for y in source]
+    overlap = [len({a[:2] for a in x} & {b[:2] for b in y}) / 10
+               for x, y in zip(answers, source, strict=True)]  # fmt: skip
+    assert np.mean(overlap) >= 0.95, overlap
+
+
 def test_a_pulled_version_gets_a_library_graph_and_answers_as_the_source_does(
     citywok: Citywok, seaweedfs: S3Server, s3_bucket: str, tmp_path: Path, rng: np.random.Generator
 ) -> None:
@@ -148,7 +158,7 @@ def test_a_pulled_version_gets_a_library_graph_and_answers_as_the_source_does(
     source_uses_graph, source_answers = _answers(snapshot, queries)
     pulled_uses_graph, pulled_answers = _answers(served, queries)
     assert source_uses_graph and pulled_uses_graph
-    assert pulled_answers == source_answers
+    _assert_nearly_the_same(pulled_answers, source_answers)
 
     # Pulled again: the graph fits, nothing is rebuilt.
     again = citywok("pull", url, "--to", served, env=env)
@@ -194,7 +204,7 @@ def test_a_pulled_version_with_one_season_changed_updates_the_last_versions_grap
     source_uses_graph, source_answers = _answers(snapshot, queries)
     pulled_uses_graph, pulled_answers = _answers(served, queries)
     assert source_uses_graph and pulled_uses_graph
-    assert pulled_answers == source_answers
+    _assert_nearly_the_same(pulled_answers, source_answers)
 
 
 def test_a_pull_killed_while_it_builds_the_graph_leaves_the_version_searched_shard_by_shard(
@@ -246,6 +256,4 @@ def test_a_pull_killed_while_it_builds_the_graph_leaves_the_version_searched_sha
     uses_graph, answers = _answers(served, queries)
     assert uses_graph
     # Another graph than the shards' own: nearly the same rows (both approximate).
-    overlap = [len({a[:2] for a in x} & {b[:2] for b in y}) / 10
-               for x, y in zip(answers, source_answers, strict=True)]  # fmt: skip
-    assert np.mean(overlap) >= 0.95, overlap
+    _assert_nearly_the_same(answers, source_answers)
