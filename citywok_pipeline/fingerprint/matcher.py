@@ -862,8 +862,6 @@ def match_samples(
         return clip.answer()
     if "spread" in cascade and clip.run(cascade["spread"]) in _CONCLUSIVE:
         return clip.answer()
-    if "room" in cascade and clip.run(cascade["room"]) in _CONCLUSIVE:
-        return clip.answer()
     unit = list(clip.results)
     # What a weak answer needs once every pass has been tried (module docstring, step 4).
     floor = _weak_floor(clip.duration_s, match_params)
@@ -878,6 +876,13 @@ def match_samples(
         if conclusive:
             _climb(clip, conclusive[0], search)
             return clip.answer()
+    # The room pass last: it costs a clip no other pass settles as much as the search over
+    # changes does, and a changed clip is the search's to settle.
+    if "room" in cascade:
+        if clip.run(cascade["room"]) in _CONCLUSIVE:
+            return clip.answer()
+        unit.append(clip.results[-1])
+        found_at_unit = found_at_unit or bool(clip.answer(unit, floor=floor).matches)
     # Nothing conclusive: an answer the unit passes found stands (a short or degraded clip;
     # a pass of the search scoring higher on a few chance instants must not displace it),
     # else the strongest pass of all. A long clip no pass settled needs more evidence.
