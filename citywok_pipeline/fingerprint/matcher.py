@@ -3,7 +3,8 @@
 How a clip is matched
 ---------------------
 The cascade is a list of named passes (:class:`Pass`: ``quick``, ``whole``, ``dense``,
-``spread``, ``room``, then ``speed xF``, ``pitch +S``, ``tempo xF``; :func:`passes` lists them), cheapest first; each
+``spread``, then ``speed xF``, ``pitch +S``, ``tempo xF``, and last ``room``; :func:`passes`
+lists them in that order), cheapest first but the last; each
 returns a :class:`PassResult`, and the clip's answer comes from the strongest one, its
 confidence computed once at the end over every pass tried (``MatchResult.passes`` names
 them).
@@ -32,7 +33,8 @@ them).
    ``spread_min_score`` (7) instants and is weighed against the other passes by the chance
    cells its score implies (at 5-6 it answered 2-3 more of 2,040 unseen clips). It runs only
    for clips the passes before it left unsettled; the clean path is unchanged.
-   Then the ``room`` pass: the spread pass's keys, each also with its time distance one
+   Last of all (after the search over changes, step 3), the ``room`` pass: the spread
+   pass's keys, each also with its time distance one
    frame shorter and one longer (twelve keys per pair, ``hash_peaks``' ``time_spread``):
    reverb smears peaks in time, and a pair whose distance rounds to the next frame is lost.
    Twelve keys give chance twelve times the hits, and unseen music lines up on it far more
@@ -50,6 +52,9 @@ them).
    in another episode, at a cell the passes before it already found best with 6-9 instants
    (the generated corpus' music repeats across episodes), which the search over tempo used
    to outscore.
+   It ran before the search over changes at first: the same answers, but every clip the
+   search settles paid for it, 1.7-4x the search's time at 1,000 hours (benchmarks/RESULTS.md
+   of 549ddf3), and those two time-stretched clips were the tempo search's once it ran last.
    Looking up Δt ± 1 without the frequency spread (three keys per pair) found about half as
    much; a lower peak threshold in time (a radius of 3 frames instead of 6) lost 1 s clips
    (39 -> 21 of 60 right, one seed).
@@ -226,13 +231,13 @@ class MatchParams:
     spread_peaks_per_second: float | None = 30.0
     spread_fanout: int = 10
     spread_min_score: int = 7
-    # The room pass, after the spread one (module docstring, step 1): the spread pass's keys,
+    # The room pass, last (module docstring, step 1): the spread pass's keys,
     # each also with its time distance one frame shorter and one longer (hash_peaks'
     # time_spread; twelve keys per pair), at this density and fan-out (0 leaves it out). It
     # answers from room_min_score instants, only where its pass alone expects fewer than
     # room_max_chance chance cells that strong, and only at a cell that a pass before it
     # found best too (the same episode, the offset within room_agree_frames). It costs audio
-    # in no episode one more pass (on benchmarks/accuracy.py's corpus, p50 9 -> 11-12 ms).
+    # in no episode one more pass after the search over changes.
     room_fanout: int = 10
     room_peaks_per_second: float | None = 30.0
     room_time_spread: int = 1
@@ -795,20 +800,6 @@ def _passes(params: FingerprintParams, mp: MatchParams) -> dict[str, Pass]:
                 spread=True,
             )
         )
-    if mp.room_fanout:
-        out.append(
-            Pass(
-                name="room",
-                peaks_per_second=mp.room_peaks_per_second,
-                fanout=mp.room_fanout,
-                hits_per_hash=mp.hits_per_hash,
-                min_score=mp.room_min_score,
-                spread=True,
-                time_spread=mp.room_time_spread,
-                max_chance=mp.room_max_chance,
-                agree_frames=mp.room_agree_frames,
-            )
-        )
     change = Pass(
         name="change",
         peaks_per_second=mp.change_peaks_per_second,
@@ -825,6 +816,20 @@ def _passes(params: FingerprintParams, mp: MatchParams) -> dict[str, Pass]:
     # a player's 1.25x come early), so no family waits behind another's whole grid.
     for k in range(max(len(f) for f in families)):
         out += [f[k] for f in families if k < len(f)]
+    if mp.room_fanout:
+        out.append(
+            Pass(
+                name="room",
+                peaks_per_second=mp.room_peaks_per_second,
+                fanout=mp.room_fanout,
+                hits_per_hash=mp.hits_per_hash,
+                min_score=mp.room_min_score,
+                spread=True,
+                time_spread=mp.room_time_spread,
+                max_chance=mp.room_max_chance,
+                agree_frames=mp.room_agree_frames,
+            )
+        )
     return {p.label: p for p in out}
 
 
