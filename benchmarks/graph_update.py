@@ -46,6 +46,7 @@ from .search_pg import iter_simulated_vectors, simulate_texts
 from .search_snapshot import (
     DATA,
     _global_rows,
+    exact_top,
     load_now,
     log,
     season_bounds,
@@ -71,25 +72,8 @@ def simulate(n: int, pool: int, queries: int, seed: int) -> tuple[np.ndarray, np
     return rows, np.concatenate(extra)
 
 
-def exact_top(vectors: np.ndarray, q: np.ndarray, k: int = 10) -> list[set[int]]:
-    """Each query's ``k`` nearest rows of ``vectors`` by inner product (float32)."""
-    best_s = best_i = None
-    for lo in range(0, len(vectors), 100_000):
-        block = vectors[lo : lo + 100_000].astype(np.float32)
-        scores = q @ block.T
-        ids = np.broadcast_to(np.arange(lo, lo + len(block)), scores.shape)
-        if best_s is not None:
-            scores = np.concatenate([best_s, scores], axis=1)
-            ids = np.concatenate([best_i, ids], axis=1)
-        top = np.argpartition(-scores, k, axis=1)[:, :k]
-        best_s = np.take_along_axis(scores, top, axis=1)
-        best_i = np.take_along_axis(ids, top, axis=1)
-    assert best_i is not None
-    return [set(row.tolist()) for row in best_i]
-
-
 def recall(directory: Path, vectors: np.ndarray, q: np.ndarray) -> float:
-    truth = exact_top(vectors, q)
+    truth = [set(row.tolist()) for row in exact_top(vectors, q)]
     with Snapshot.open(directory) as snap:
         searcher = SegmentSearcher(snap)
         assert searcher.library is not None, searcher.notes

@@ -151,26 +151,32 @@ def simulate(n: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray, n
     float32 vectors), streamed a block at a time."""
     vectors = np.empty((n, 384), np.float16)
     extra = []
-    best_s = best_i = None
     for lo, block in iter_simulated_vectors(n + queries, 384, seed=seed, clusters=max(8, n // 400)):
         split = max(0, min(len(block), n - lo))  # the queries come last, as in search_pg
         vectors[lo : lo + split] = block[:split]
         extra.append(block[split:])
     q = np.concatenate(extra)
     assert len(q) == queries
-    for lo in range(0, n, 250_000):
+    return vectors, q, exact_top(vectors, q)
+
+
+def exact_top(vectors: np.ndarray, q: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each query's ``k`` nearest rows of ``vectors`` by inner product over float32, nearest
+    first, a block of rows at a time."""
+    best_s = best_i = None
+    for lo in range(0, len(vectors), 250_000):
         block = vectors[lo : lo + 250_000].astype(np.float32)
         scores = q @ block.T
         ids = np.broadcast_to(np.arange(lo, lo + len(block)), scores.shape)
         if best_s is not None:
             scores = np.concatenate([best_s, scores], axis=1)
             ids = np.concatenate([best_i, ids], axis=1)
-        top = np.argpartition(-scores, 10, axis=1)[:, :10]
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
         best_s = np.take_along_axis(scores, top, axis=1)
         best_i = np.take_along_axis(ids, top, axis=1)
     assert best_s is not None and best_i is not None
     order = np.argsort(-best_s, axis=1)
-    return vectors, q, np.take_along_axis(best_i, order, axis=1)
+    return np.take_along_axis(best_i, order, axis=1)
 
 
 def _stamp(**key: Any) -> dict[str, Any]:

@@ -45,6 +45,12 @@ def truth_of(vectors: dict[str, np.ndarray], q: np.ndarray) -> set[tuple[str, in
     return {(seasons[i], rows[i]) for i in exact_top(everything, q, 10)}
 
 
+def _queries(vectors: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """40 queries near the library's vectors."""
+    everything = np.concatenate(list(vectors.values()))
+    return unit(everything[rng.choice(len(everything), 40)] + 0.05 * rng.standard_normal((40, DIM)))
+
+
 def found_ids(searcher: SegmentSearcher, found: list[tuple[int, int, float]]) -> set:
     # The test rows have start = 2 s x their number in the table (write() in test_segments).
     return {(h.extra["season"], round(h.start_s / 2.0)) for h in searcher.hits(found)}
@@ -54,10 +60,7 @@ def test_the_library_graph_answers_one_search_for_every_shard_with_recall(
     library: tuple[Path, dict[str, np.ndarray]], rng: np.random.Generator
 ) -> None:
     path, vectors = library
-    everything = np.concatenate(list(vectors.values()))
-    queries = unit(
-        everything[rng.choice(len(everything), 40)] + 0.05 * rng.standard_normal((40, DIM))
-    )
+    queries = _queries(vectors, rng)
     with Snapshot.open(path) as snap:
         searcher = SegmentSearcher(snap)
         assert searcher.library is not None and searcher.notes == []
@@ -173,10 +176,7 @@ def test_verify_reports_a_damaged_or_stale_library_graph_and_passes_a_good_one(
 
 
 def _recall(path: Path, vectors: dict[str, np.ndarray], rng: np.random.Generator) -> float:
-    everything = np.concatenate(list(vectors.values()))
-    queries = unit(
-        everything[rng.choice(len(everything), 40)] + 0.05 * rng.standard_normal((40, DIM))
-    )
+    queries = _queries(vectors, rng)
     with Snapshot.open(path) as snap:
         searcher = SegmentSearcher(snap)
         assert searcher.library is not None and searcher.notes == []
