@@ -87,7 +87,9 @@ class BucketSource:
         return latest.version if latest else None
 
     def open(self) -> tuple[Snapshot, str | None]:
-        pull_version(self.bucket, self.cache.path)
+        pulled = pull_version(self.bucket, self.cache.path)
+        if pulled.library_graph_note:  # served all the same, each shard's graph searched
+            log.warning("citywok serve: %s", pulled.library_graph_note)
         return self.cache.open()
 
     def open_cached(self) -> tuple[object, Snapshot, str | None] | None:
