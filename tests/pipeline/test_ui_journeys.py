@@ -510,7 +510,14 @@ def test_d_a_new_episode_is_ingested_rebuilt_and_published_with_nothing_clicked(
 # ----------------------------------------------------------------------------------------------
 # (e) Bad input: a backfill cancelled from the UI.
 
-CANCELLED_VIDEOS = ("the-night-kitchen-s01e01", "the-night-kitchen-s01e02")
+# The season's two videos and two of another season's: their transcripts take turns (the
+# `gpu` pool), so three are still to run when a cancel comes during the first. The daemon acts
+# on a cancel at its next backfill iteration, up to 30 s later: with the season's two alone,
+# both runs ended before it once on a busy CI machine, and nothing was cancelled.
+CANCELLED_VIDEOS = (
+    "the-night-kitchen-s01e01", "the-night-kitchen-s01e02",
+    "harbour-lights-s01e01", "harbour-lights-s01e02",
+)  # fmt: skip
 CANCELLED_SEASON = "the-night-kitchen-s01"
 PER_VIDEO = ("raw_audio", "fingerprints", "transcript", "segment_embeddings")
 # A long step (a model loaded, then run) with another after it: the cancel is sent while it runs.
@@ -530,7 +537,7 @@ _STEP_FAILURES = """query ($runId: ID!) { logsForRun(runId: $runId) { ... on Eve
 
 
 def _launch_backfill(base: str, title: str) -> str:
-    """The two videos' per-video assets and their season's shard, as one asset backfill (the
+    """The videos' per-video assets and one season's shard, as one asset backfill (the
     UI's launch dialog takes one partitions definition; this is the GraphQL call it makes)."""
     videos = {"ranges": [{"start": k, "end": k} for k in CANCELLED_VIDEOS]}
     season = {"ranges": [{"start": CANCELLED_SEASON, "end": CANCELLED_SEASON}]}
@@ -579,8 +586,8 @@ def _wait_for(what: str, condition: Any, timeout_s: float, log: Path) -> Any:
 
 def _long_step_running(base: str, backfill_id: str) -> str | None:
     """The id of a started run of the backfill with its transcript in progress, while
-    no transcript of the backfill has finished yet: the other video's run has at least its
-    transcript and embeddings still to do (the ``gpu`` pool runs one at a time)."""
+    no transcript of the backfill has finished yet: the other videos' runs have at least their
+    transcripts and embeddings still to do (the ``gpu`` pool runs one at a time)."""
     runs = _backfill_runs(base, backfill_id)
     stats = [(r, s) for r in runs for s in r["stepStats"] if s["stepKey"] == LONG_STEP]
     if len(runs) < len(CANCELLED_VIDEOS) or any(s["status"] != "IN_PROGRESS" for _, s in stats):
@@ -697,6 +704,42 @@ def _inconsistencies(served: Served, scratch: Path) -> list[str]:
     return problems
 
 
+CANCEL_ATTEMPTS = 3
+
+
+def _cancel_from_the_ui(journey: Journey, base: str, log: Path) -> tuple[str, str, float]:
+    """A backfill launched, then cancelled from its page while a run's long step is in
+    progress, until the page says Canceled: its id, that run's and when Cancel was clicked."""
+    page = journey.page
+    backfill = _launch_backfill(base, "cancelled from the UI")
+    journey.goto(f"/runs/b/{backfill}")
+    expect(page.get_by_text(re.compile(r"^\d+% completed$")).first).to_be_visible()
+    run_id = _wait_for(
+        "a run of the backfill with a long step in progress",
+        lambda: _long_step_running(base, backfill),
+        RUN_MS / 1000,
+        log,
+    )
+    # The page open already: the click follows the step's start by a moment.
+    # The backfill's actions: the menu button at the right of its page's header.
+    journey.button("expand_more", exact=True).first.click()
+    page.get_by_role("menuitem", name="Cancel backfill").click()
+    dialog = page.get_by_role("dialog").filter(
+        has_text="In progress runs associated with this backfill will be canceled"
+    )
+    expect(dialog).to_be_visible()
+    journey.shot("cancel-dialog")
+    dialog.get_by_role("button", name="Cancel backfill").click()
+    cancel_clicked = time.monotonic()
+    expect(dialog).to_be_hidden()
+    status = page.get_by_text("Status", exact=True).locator("..")
+    expect(status).to_contain_text("Canceled", timeout=RUN_MS)
+    journey.shot("backfill-canceled")
+    assert _backfill_status(base, backfill) == "CANCELED"
+    return backfill, run_id, cancel_clicked
+
+
+@pytest.mark.timeout(1800)  # up to CANCEL_ATTEMPTS backfills cancelled, then one more
 def test_e_a_backfill_cancelled_from_the_ui_leaves_no_half_written_artefact_or_shard(
     served: Served, journey: Journey, tmp_path: Path
 ) -> None:
@@ -723,39 +766,26 @@ def test_e_a_backfill_cancelled_from_the_ui_leaves_no_half_written_artefact_or_s
     }, sorted(before)
     assert _inconsistencies(served, tmp_path) == []
 
-    backfill = _launch_backfill(base, "cancelled from the UI")
-    journey.goto(f"/runs/b/{backfill}")
-    expect(page.get_by_text(re.compile(r"^\d+% completed$")).first).to_be_visible()
-    run_id = _wait_for(
-        "a run of the backfill with a long step in progress",
-        lambda: _long_step_running(base, backfill),
-        RUN_MS / 1000,
-        log,
+    # The daemon acts on a cancel at its next backfill iteration, 30 s or more after the click
+    # (66 s here once, quiet): a quick machine can end every run before that, and then there was
+    # nothing to cancel. Such a backfill ran to its end (storing what was stored: checked below
+    # with the rest), and the journey is made again, up to CANCEL_ATTEMPTS times.
+    tries = 0
+    while tries < CANCEL_ATTEMPTS:
+        tries += 1
+        backfill, run_id, cancel_clicked = _cancel_from_the_ui(journey, base, log)
+        runs = _backfill_runs(base, backfill)
+        assert {r["status"] for r in runs} <= TERMINAL, runs
+        cancelled = [r for r in runs if r["status"] == "CANCELED"]
+        if cancelled:
+            break
+        assert {r["status"] for r in runs} == {"SUCCESS"}, runs
+        _wait_for(
+            "no run in flight", lambda: not _runs(base, statuses=IN_FLIGHT), RUN_MS / 1000, log
+        )
+    assert cancelled, (
+        f"no run of the backfill was cancelled in {tries} tries (first seen: {run_id}): {runs}"
     )
-    # The page open already: the click follows the step's start by a moment.
-    # The backfill's actions: the menu button at the right of its page's header.
-    journey.button("expand_more", exact=True).first.click()
-    page.get_by_role("menuitem", name="Cancel backfill").click()
-    dialog = page.get_by_role("dialog").filter(
-        has_text="In progress runs associated with this backfill will be canceled"
-    )
-    expect(dialog).to_be_visible()
-    journey.shot("cancel-dialog")
-    dialog.get_by_role("button", name="Cancel backfill").click()
-    cancel_clicked = time.monotonic()
-    expect(dialog).to_be_hidden()
-    status = page.get_by_text("Status", exact=True).locator("..")
-    expect(status).to_contain_text("Canceled", timeout=RUN_MS)
-    journey.shot("backfill-canceled")
-
-    assert _backfill_status(base, backfill) == "CANCELED"
-    runs = _backfill_runs(base, backfill)
-    assert {r["status"] for r in runs} <= TERMINAL, runs
-    # The cancel takes effect at the daemon's next backfill iteration (up to ~30 s later), so
-    # the run seen mid-transcript may have finished by then; the other video's had its
-    # transcript and embeddings still to do.
-    cancelled = [r for r in runs if r["status"] == "CANCELED"]
-    assert cancelled, f"no run of the backfill was cancelled (first seen: {run_id}): {runs}"
     interrupted, retried = {}, []
     for run in runs:
         steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
@@ -785,6 +815,7 @@ def test_e_a_backfill_cancelled_from_the_ui_leaves_no_half_written_artefact_or_s
                 "failed_steps": {f"{k[0]}: {k[1]}": e["className"] for k, e in interrupted.items()},
                 "retried_steps": [f"{r}: {k}" for r, k in retried],
                 "cancel_to_canceled_s": round(time.monotonic() - cancel_clicked, 1),
+                "tries": tries,
             },
             indent=2,
         )
