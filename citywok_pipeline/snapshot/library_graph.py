@@ -324,9 +324,8 @@ def _open_for_update(
             for o, d in zip(ordinals, described["shards"], strict=True)
         ):
             return None
-        del data
         index = _new_index(dim, params)
-        index.load(str(path))
+        index.load(data)  # the bytes whose checksum was checked, not the file read again
     except (OSError, KeyError, TypeError, ValueError, RuntimeError):
         return None
     if len(index) != int(described["n"]):
